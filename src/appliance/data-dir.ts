@@ -1,0 +1,29 @@
+import path from 'node:path';
+
+/**
+ * Layout of a box's data directory. Every path cairnd touches under --data comes from here.
+ *
+ *   keys.json         master key, escrow key, box id (0600) — on the appliance this directory
+ *                     lives on the state partition; the data array holds only chunks/refs
+ *   tls/key.pem       TLS private key (0600); tls/cert.pem self-signed certificate
+ *   catalog.db        SQLite catalog (WAL)
+ *   chunks/ab/cd/<id> one encrypted chunk per file
+ *   refs/<snap>.ids   sorted chunk ids each snapshot references
+ *   tmp/              partial writes; emptied at start-up
+ *   run/admin.sock    local admin socket of a running `cairnd serve` (0600)
+ *   run/serve.json    address and pid of the running daemon
+ */
+export class DataDir {
+  constructor(readonly root: string) {}
+  get keys(): string { return path.join(this.root, 'keys.json'); }
+  get tlsDir(): string { return path.join(this.root, 'tls'); }
+  get tlsKey(): string { return path.join(this.root, 'tls', 'key.pem'); }
+  get tlsCert(): string { return path.join(this.root, 'tls', 'cert.pem'); }
+  get catalog(): string { return path.join(this.root, 'catalog.db'); }
+  get chunks(): string { return path.join(this.root, 'chunks'); }
+  get refs(): string { return path.join(this.root, 'refs'); }
+  get tmp(): string { return path.join(this.root, 'tmp'); }
+  get run(): string { return path.join(this.root, 'run'); }
+  get adminSocket(): string { return path.join(this.root, 'run', 'admin.sock'); }
+  get serveInfo(): string { return path.join(this.root, 'run', 'serve.json'); }
+}

@@ -1,0 +1,127 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { errnoCode } from '../../core/errors';
+import { fsyncDirAsync, ioError } from './durable';
+
+/**
+ * Stores opaque bytes under 32-byte ids; knows nothing of encryption or the catalog
+ * (restic's backend layer). Local implementation: one file per blob at
+ * root/ab/cd/<64 hex>, written to tmpDir, fsynced, hard-linked into place (link() never
+ * replaces an existing blob, so nothing is ever overwritten) and the directory fsynced.
+ */
+export interface BlobStore {
+  /** Durable when the promise resolves. 'existed' when a blob with this id was already stored (it is left untouched). */
+  put(id: Buffer, data: Uint8Array): Promise<'stored' | 'existed'>;
+  get(id: Buffer): Promise<Buffer>;
+  has(id: Buffer): Promise<boolean>;
+  remove(id: Buffer): Promise<void>;
+  list(): AsyncGenerator<Buffer>;
+}
+
+export class LocalBlobStore implements BlobStore {
+  constructor(readonly root: string, readonly tmpDir: string) {
+    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
+  }
+
+  pathOf(id: Buffer): string {
+    const hex = id.toString('hex');
+    return path.join(this.root, hex.slice(0, 2), hex.slice(2, 4), hex);
+  }
+
+  /** Removes partial writes left by a crash. Call at start-up, before serving. */
+  cleanTmp(): number {
+    let n = 0;
+    for (const name of fs.readdirSync(this.tmpDir)) {
+      fs.rmSync(path.join(this.tmpDir, name), { force: true, recursive: true });
+      n++;
+    }
+    return n;
+  }
+
+  private async ensureShard(file: string): Promise<void> {
+    const shard = path.dirname(file);
+    try {
+      await fs.promises.access(shard);
+      return;
+    } catch {
+      /* create below */
+    }
+    const top = path.dirname(shard);
+    const createdTop = !(await exists(top));
+    await fs.promises.mkdir(shard, { recursive: true, mode: 0o700 });
+    // A new directory entry is durable only once its parent is fsynced.
+    if (createdTop) await fsyncDirAsync(this.root);
+    await fsyncDirAsync(top);
+  }
+
+  async put(id: Buffer, data: Uint8Array): Promise<'stored' | 'existed'> {
+    const final = this.pathOf(id);
+    if (await exists(final)) return 'existed';
+    const tmp = path.join(this.tmpDir, `${id.toString('hex').slice(0, 16)}.${randomBytes(6).toString('hex')}`);
+    let fh: fs.promises.FileHandle | undefined;
+    try {
+      fh = await fs.promises.open(tmp, 'wx', 0o600);
+      await fh.writeFile(data);
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      await this.ensureShard(final);
+      try {
+        await fs.promises.link(tmp, final);
+      } catch (err) {
+        if (errnoCode(err) === 'EEXIST') return 'existed';
+        throw err;
+      }
+      await fsyncDirAsync(path.dirname(final));
+      return 'stored';
+    } catch (err) {
+      throw ioError(`storing chunk ${id.toString('hex').slice(0, 16)}`, err);
+    } finally {
+      if (fh) await fh.close().catch(() => undefined);
+      await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+    }
+  }
+
+  async get(id: Buffer): Promise<Buffer> {
+    return fs.promises.readFile(this.pathOf(id));
+  }
+
+  async has(id: Buffer): Promise<boolean> {
+    return exists(this.pathOf(id));
+  }
+
+  async remove(id: Buffer): Promise<void> {
+    await fs.promises.rm(this.pathOf(id), { force: true });
+  }
+
+  async *list(): AsyncGenerator<Buffer> {
+    for (const a of await readdirOrEmpty(this.root)) {
+      if (!/^[0-9a-f]{2}$/.test(a)) continue;
+      for (const b of await readdirOrEmpty(path.join(this.root, a))) {
+        if (!/^[0-9a-f]{2}$/.test(b)) continue;
+        for (const name of await readdirOrEmpty(path.join(this.root, a, b))) {
+          if (/^[0-9a-f]{64}$/.test(name)) yield Buffer.from(name, 'hex');
+        }
+      }
+    }
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.promises.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readdirOrEmpty(p: string): Promise<string[]> {
+  try {
+    return await fs.promises.readdir(p);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,268 @@
+import Database from 'better-sqlite3';
+import { createHash, randomBytes } from 'node:crypto';
+import { CairnError } from '../../core/errors';
+import { constantTimeEqual } from '../../core/keys';
+import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
+
+/**
+ * The catalog: agents, pairing tokens, sources, snapshots, chunk rows, events. SQLite in WAL
+ * mode with synchronous=FULL: a commit that returned survives power loss. Several processes
+ * may open it (cairnd serve and an admin command); SQLite's locking keeps their views
+ * consistent, and busy_timeout makes a writer wait rather than fail.
+ *
+ * Invariant: a chunk row exists only after its blob is durable; a snapshot row exists only
+ * after its refs file is durable and every id in it has a chunk row.
+ */
+export const CATALOG_SCHEMA_VERSION = 1;
+export const MAX_FAILED_TOKEN_ATTEMPTS = 5;
+
+export interface AgentRow {
+  id: string;
+  name: string;
+  host: string;
+  created_at: number;
+  revoked_at: number | null;
+  last_seen: number | null;
+}
+
+export interface TokenRow {
+  id: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+  failed: number;
+  used_by: string | null;
+}
+
+interface SnapshotRow {
+  id: string;
+  agent_id: string;
+  source: string;
+  host: string;
+  created_at: number;
+  manifest: string;
+  chunk_count: number;
+  stats: string;
+}
+
+export function hashSecret(secret: Buffer | string): Buffer {
+  return createHash('sha256').update(secret).digest();
+}
+
+export class Catalog {
+  readonly db: Database.Database;
+  private readonly hasChunk: Database.Statement<[Buffer], { x: number }>;
+  private readonly insertChunk: Database.Statement<[Buffer, number, number]>;
+
+  constructor(file: string, opts: { readonly?: boolean } = {}) {
+    this.db = new Database(file, { readonly: opts.readonly ?? false });
+    this.db.pragma('busy_timeout = 10000');
+    if (!opts.readonly) {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      this.migrate();
+    }
+    this.hasChunk = this.db.prepare('SELECT 1 AS x FROM chunks WHERE id = ?');
+    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at) VALUES (?, ?, ?)');
+  }
+
+  private migrate(): void {
+    this.db.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+    const row = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
+    const version = row ? Number(row.value) : 0;
+    if (version > CATALOG_SCHEMA_VERSION) {
+      throw new CairnError('CAIRN_STORE_IO', `catalog schema ${version} is newer than this cairnd understands (${CATALOG_SCHEMA_VERSION}); upgrade cairnd`);
+    }
+    if (version === 0) {
+      this.db.exec(`
+        BEGIN;
+        CREATE TABLE agents (id TEXT PRIMARY KEY, name TEXT NOT NULL, host TEXT NOT NULL, cred_hash BLOB NOT NULL,
+          created_at INTEGER NOT NULL, revoked_at INTEGER, last_seen INTEGER);
+        CREATE TABLE tokens (id TEXT PRIMARY KEY, secret_hash BLOB NOT NULL, created_at INTEGER NOT NULL,
+          expires_at INTEGER NOT NULL, used_at INTEGER, failed INTEGER NOT NULL DEFAULT 0, used_by TEXT);
+        CREATE TABLE sources (id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL REFERENCES agents(id), name TEXT NOT NULL,
+          keep INTEGER NOT NULL DEFAULT 30, created_at INTEGER NOT NULL, UNIQUE (agent_id, name));
+        CREATE TABLE snapshots (id TEXT PRIMARY KEY, agent_id TEXT NOT NULL REFERENCES agents(id),
+          source_id INTEGER NOT NULL REFERENCES sources(id), host TEXT NOT NULL, created_at INTEGER NOT NULL,
+          manifest TEXT NOT NULL, chunk_count INTEGER NOT NULL, stats TEXT NOT NULL);
+        CREATE INDEX snapshots_by_source ON snapshots (source_id, created_at);
+        CREATE TABLE chunks (id BLOB PRIMARY KEY, size INTEGER NOT NULL, stored_at INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE events (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+        INSERT INTO meta (key, value) VALUES ('schema', '1');
+        COMMIT;`);
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  event(kind: string, detail: Record<string, unknown>): void {
+    this.db.prepare('INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)').run(Date.now(), kind, JSON.stringify(detail));
+  }
+
+  // ---- pairing tokens ----
+
+  createToken(id: string, secret: Buffer, ttlMs: number, now = Date.now()): TokenRow {
+    this.db.prepare('INSERT INTO tokens (id, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?)').run(id, hashSecret(secret), now, now + ttlMs);
+    return { id, created_at: now, expires_at: now + ttlMs, used_at: null, failed: 0, used_by: null };
+  }
+
+  listTokens(): TokenRow[] {
+    return this.db.prepare('SELECT id, created_at, expires_at, used_at, failed, used_by FROM tokens ORDER BY created_at').all() as TokenRow[];
+  }
+
+  /**
+   * Checks a token and, when it is good, creates the agent and burns the token in the same
+   * transaction. Wrong secrets count; after MAX_FAILED_TOKEN_ATTEMPTS the token is locked.
+   */
+  redeemToken(tokenId: string, secret: Buffer, agent: { name: string; host: string }, now = Date.now()): { agent: AgentRow; credential: string } {
+    const tx = this.db.transaction((): { agent: AgentRow; credential: string } | CairnError => {
+      const row = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(tokenId) as (TokenRow & { secret_hash: Buffer }) | undefined;
+      if (!row) return new CairnError('CAIRN_TOKEN_INVALID', 'this pairing token is not known to the box; create a new one on the box');
+      if (row.used_at !== null) return new CairnError('CAIRN_TOKEN_USED', 'this pairing token was already used; tokens are single-use, create a new one on the box');
+      if (row.failed >= MAX_FAILED_TOKEN_ATTEMPTS) return new CairnError('CAIRN_TOKEN_LOCKED', 'this pairing token is locked after too many wrong attempts; create a new one on the box');
+      if (now > row.expires_at) return new CairnError('CAIRN_TOKEN_EXPIRED', 'this pairing token has expired; create a new one on the box');
+      if (!constantTimeEqual(hashSecret(secret), row.secret_hash)) {
+        this.db.prepare('UPDATE tokens SET failed = failed + 1 WHERE id = ?').run(tokenId);
+        return new CairnError('CAIRN_TOKEN_INVALID', 'the pairing token secret is wrong; check the token and try again');
+      }
+      const id = randomBytes(8).toString('hex');
+      const credSecret = randomBytes(32).toString('base64url');
+      this.db.prepare('INSERT INTO agents (id, name, host, cred_hash, created_at) VALUES (?, ?, ?, ?, ?)').run(id, agent.name, agent.host, hashSecret(credSecret), now);
+      this.db.prepare('UPDATE tokens SET used_at = ?, used_by = ? WHERE id = ?').run(now, id, tokenId);
+      this.event('agent.paired', { agent: id, name: agent.name, host: agent.host, token_id: tokenId });
+      return { agent: { id, name: agent.name, host: agent.host, created_at: now, revoked_at: null, last_seen: null }, credential: `${id}.${credSecret}` };
+    });
+    const r = tx.immediate();
+    if (r instanceof CairnError) throw r;
+    return r;
+  }
+
+  // ---- agents ----
+
+  listAgents(): AgentRow[] {
+    return this.db.prepare('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents ORDER BY created_at').all() as AgentRow[];
+  }
+
+  getAgent(id: string): AgentRow | undefined {
+    return this.db.prepare('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents WHERE id = ?').get(id) as AgentRow | undefined;
+  }
+
+  /** Resolves an agent by id or unique name. */
+  findAgent(ref: string): AgentRow {
+    const byId = this.getAgent(ref);
+    if (byId) return byId;
+    const byName = this.db.prepare('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents WHERE name = ?').all(ref) as AgentRow[];
+    if (byName.length === 1) return byName[0];
+    if (byName.length > 1) throw new CairnError('CAIRN_USAGE', `several agents are named "${ref}"; use the agent id`);
+    throw new CairnError('CAIRN_AGENT_NOT_FOUND', `no agent "${ref}" on this box; \`cairnd agents\` lists them`);
+  }
+
+  revokeAgent(id: string, now = Date.now()): AgentRow {
+    const a = this.findAgent(id);
+    if (a.revoked_at === null) {
+      this.db.prepare('UPDATE agents SET revoked_at = ? WHERE id = ?').run(now, a.id);
+      this.event('agent.revoked', { agent: a.id, name: a.name });
+    }
+    return this.getAgent(a.id)!;
+  }
+
+  /** Checks a credential "<agent id>.<secret>"; returns the agent or throws an auth error. */
+  authenticate(credential: string): AgentRow {
+    const dot = credential.indexOf('.');
+    const id = dot > 0 ? credential.slice(0, dot) : '';
+    const row = /^[0-9a-f]{16}$/.test(id)
+      ? (this.db.prepare('SELECT * FROM agents WHERE id = ?').get(id) as (AgentRow & { cred_hash: Buffer }) | undefined)
+      : undefined;
+    if (!row || !constantTimeEqual(hashSecret(credential.slice(dot + 1)), row.cred_hash)) {
+      throw new CairnError('CAIRN_AUTH_INVALID', 'agent credential not accepted; pair this agent again');
+    }
+    if (row.revoked_at !== null) throw new CairnError('CAIRN_AUTH_REVOKED', 'this agent was revoked on the box; ask the box owner to pair it again');
+    return { id: row.id, name: row.name, host: row.host, created_at: row.created_at, revoked_at: row.revoked_at, last_seen: row.last_seen };
+  }
+
+  touchAgent(id: string, now = Date.now()): void {
+    this.db.prepare('UPDATE agents SET last_seen = ? WHERE id = ?').run(now, id);
+  }
+
+  // ---- chunks ----
+
+  hasChunk_(id: Buffer): boolean {
+    return this.hasChunk.get(id) !== undefined;
+  }
+
+  /** The ids among `ids` that have no chunk row. */
+  missingChunks(ids: Buffer[]): Buffer[] {
+    const out: Buffer[] = [];
+    for (const id of ids) if (this.hasChunk.get(id) === undefined) out.push(id);
+    return out;
+  }
+
+  addChunks(rows: { id: Buffer; size: number }[], now = Date.now()): void {
+    const tx = this.db.transaction(() => {
+      for (const r of rows) this.insertChunk.run(r.id, r.size, now);
+    });
+    tx();
+  }
+
+  chunkStats(): { count: number; bytes: number } {
+    const r = this.db.prepare('SELECT count(*) AS count, coalesce(sum(size), 0) AS bytes FROM chunks').get() as { count: number; bytes: number };
+    return r;
+  }
+
+  // ---- sources and snapshots ----
+
+  sourceId(agentId: string, name: string, now = Date.now()): number {
+    this.db.prepare('INSERT OR IGNORE INTO sources (agent_id, name, created_at) VALUES (?, ?, ?)').run(agentId, name, now);
+    return (this.db.prepare('SELECT id FROM sources WHERE agent_id = ? AND name = ?').get(agentId, name) as { id: number }).id;
+  }
+
+  insertSnapshot(s: { id: string; agentId: string; source: string; host: string; createdAt: number; manifest: ManifestRef[]; chunkCount: number; stats: BackupStats }): void {
+    const tx = this.db.transaction(() => {
+      const sourceId = this.sourceId(s.agentId, s.source, s.createdAt);
+      this.db
+        .prepare('INSERT INTO snapshots (id, agent_id, source_id, host, created_at, manifest, chunk_count, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(s.id, s.agentId, sourceId, s.host, s.createdAt, JSON.stringify(s.manifest), s.chunkCount, JSON.stringify(s.stats));
+      this.event('snapshot.committed', { snapshot: s.id, agent: s.agentId, source: s.source, chunks: s.chunkCount, bytes_new: s.stats.bytes_new });
+    });
+    tx.immediate();
+  }
+
+  private static toInfo(r: SnapshotRow): SnapshotInfo {
+    return {
+      id: r.id,
+      agent: r.agent_id,
+      source: r.source,
+      host: r.host,
+      created: new Date(r.created_at).toISOString(),
+      manifest: JSON.parse(r.manifest) as ManifestRef[],
+      chunks: r.chunk_count,
+      stats: JSON.parse(r.stats) as BackupStats,
+    };
+  }
+
+  private static SNAPSHOT_SELECT = `SELECT s.id, s.agent_id, src.name AS source, s.host, s.created_at, s.manifest, s.chunk_count, s.stats
+    FROM snapshots s JOIN sources src ON src.id = s.source_id`;
+
+  listSnapshots(filter: { agentId?: string; source?: string } = {}): SnapshotInfo[] {
+    const where: string[] = [];
+    const args: string[] = [];
+    if (filter.agentId) {
+      where.push('s.agent_id = ?');
+      args.push(filter.agentId);
+    }
+    if (filter.source) {
+      where.push('src.name = ?');
+      args.push(filter.source);
+    }
+    const sql = `${Catalog.SNAPSHOT_SELECT} ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY s.created_at, s.id`;
+    return (this.db.prepare(sql).all(...args) as SnapshotRow[]).map(Catalog.toInfo);
+  }
+
+  getSnapshot(id: string): SnapshotInfo | undefined {
+    const r = this.db.prepare(`${Catalog.SNAPSHOT_SELECT} WHERE s.id = ?`).get(id) as SnapshotRow | undefined;
+    return r ? Catalog.toInfo(r) : undefined;
+  }
+}

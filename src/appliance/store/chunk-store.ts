@@ -1,0 +1,144 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { CairnError } from '../../core/errors';
+import { openChunk, parseChunkHeader } from '../../core/chunk-codec';
+import { DataKeys } from '../../core/keys';
+import { BlobStore } from './blob-store';
+import { Catalog } from './catalog';
+import { fsyncDirAsync, ioError } from './durable';
+import { CHUNK_ID_BYTES } from '../../core/chunk-id';
+import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
+
+/**
+ * Chunk store: the blob store plus the catalog, with verification. Every uploaded blob is
+ * opened with the box's keys and its id recomputed before it is stored, so one agent can
+ * never plant bytes under an id that another agent's content would dedup against.
+ *
+ * Commit invariant: a snapshot row is written only after its refs file is durable and after
+ * every referenced id was found in the catalog (whose rows follow durable blobs).
+ */
+export class ChunkStore {
+  private readonly refsCache = new Map<string, Buffer>();
+
+  constructor(
+    readonly blobs: BlobStore,
+    readonly catalog: Catalog,
+    private readonly keys: DataKeys,
+    readonly refsDir: string,
+    private readonly tmpDir: string,
+  ) {
+    fs.mkdirSync(refsDir, { recursive: true, mode: 0o700 });
+  }
+
+  missing(ids: Buffer[]): Buffer[] {
+    return this.catalog.missingChunks(ids);
+  }
+
+  /**
+   * Verifies every blob of a batch first (a single bad frame rejects the batch and stores
+   * nothing), then stores each durably, then records them in one catalog transaction.
+   */
+  async putBatch(items: { id: Buffer; blob: Buffer }[]): Promise<{ stored: number; existed: number }> {
+    for (const it of items) {
+      if (it.id.length !== CHUNK_ID_BYTES) throw new CairnError('CAIRN_CHUNK_ID_INVALID', 'chunk id must be 32 bytes');
+      parseChunkHeader(it.blob);
+      openChunk(this.keys, it.id, it.blob);
+    }
+    let stored = 0;
+    let existed = 0;
+    const rows: { id: Buffer; size: number }[] = [];
+    const queue = items.slice();
+    const worker = async (): Promise<void> => {
+      for (let it = queue.shift(); it; it = queue.shift()) {
+        if (this.catalog.hasChunk_(it.id)) {
+          existed++;
+          continue;
+        }
+        const r = await this.blobs.put(it.id, it.blob);
+        if (r === 'stored') stored++;
+        else existed++;
+        rows.push({ id: it.id, size: it.blob.length });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(4, items.length) }, worker));
+    this.catalog.addChunks(rows);
+    return { stored, existed };
+  }
+
+  async getBlob(id: Buffer): Promise<Buffer> {
+    try {
+      return await this.blobs.get(id);
+    } catch {
+      throw new CairnError('CAIRN_CHUNK_MISSING', `chunk ${id.toString('hex').slice(0, 16)}… is not in the store`);
+    }
+  }
+
+  refsPath(snapshotId: string): string {
+    return path.join(this.refsDir, `${snapshotId}.ids`);
+  }
+
+  /** Commits a snapshot. `refs` must be sorted and unique. */
+  async commitSnapshot(c: { agentId: string; source: string; host: string; manifest: ManifestRef[]; refs: Buffer; stats: BackupStats }): Promise<SnapshotInfo> {
+    const n = c.refs.length / CHUNK_ID_BYTES;
+    const missing: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const id = c.refs.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
+      if (!this.catalog.hasChunk_(id)) {
+        missing.push(id.toString('hex'));
+        if (missing.length >= 1000) break;
+      }
+    }
+    for (const m of c.manifest) {
+      if (!refsContain(c.refs, Buffer.from(m.id, 'hex'))) missing.push(m.id);
+    }
+    if (missing.length) {
+      throw new CairnError('CAIRN_SNAPSHOT_INCOMPLETE', `snapshot refused: ${missing.length}${missing.length >= 1000 ? '+' : ''} referenced chunks are not stored on the box; upload them and commit again`, { missing });
+    }
+    const id = `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
+    const file = this.refsPath(id);
+    const tmp = path.join(this.tmpDir, `refs-${id}`);
+    try {
+      const fh = await fs.promises.open(tmp, 'wx', 0o600);
+      try {
+        await fh.writeFile(c.refs);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.promises.rename(tmp, file);
+      await fsyncDirAsync(this.refsDir);
+    } catch (err) {
+      await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+      throw ioError(`writing the reference list of a new snapshot`, err);
+    }
+    const createdAt = Date.now();
+    this.catalog.insertSnapshot({ id, agentId: c.agentId, source: c.source, host: c.host, createdAt, manifest: c.manifest, chunkCount: n, stats: c.stats });
+    return this.catalog.getSnapshot(id)!;
+  }
+
+  /** Whether snapshot `snapshotId` references chunk `id` (binary search in its sorted refs file). */
+  async snapshotReferences(snapshotId: string, id: Buffer): Promise<boolean> {
+    let refs = this.refsCache.get(snapshotId);
+    if (!refs) {
+      refs = await fs.promises.readFile(this.refsPath(snapshotId));
+      this.refsCache.set(snapshotId, refs);
+      // Bounded: a few recent snapshots (a restore reads one at a time).
+      while (this.refsCache.size > 4) this.refsCache.delete(this.refsCache.keys().next().value as string);
+    }
+    return refsContain(refs, id);
+  }
+}
+
+export function refsContain(refs: Buffer, id: Buffer): boolean {
+  let lo = 0;
+  let hi = refs.length / CHUNK_ID_BYTES - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = Buffer.compare(refs.subarray(mid * CHUNK_ID_BYTES, (mid + 1) * CHUNK_ID_BYTES), id);
+    if (c === 0) return true;
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
+}

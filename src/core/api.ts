@@ -1,0 +1,194 @@
+import { CairnError } from './errors';
+import { CHUNK_ID_BYTES, isChunkIdHex } from './chunk-id';
+import { MAX_CHUNK_BLOB } from './chunk-codec';
+
+/**
+ * The agent <-> box HTTPS API, version 1. JSON for small bodies; three binary bodies where
+ * sizes matter. Every decoder here treats its input as hostile and throws CAIRN_API_BAD_REQUEST.
+ *
+ *   GET  /v1/info                              box id, name, API version (no auth)
+ *   POST /v1/pair                              PairRequest -> PairResponse (token secret, no auth)
+ *   POST /v1/chunks/missing                    ids (N x 32 bytes) -> the ids the box lacks (M x 32 bytes)
+ *   POST /v1/chunks                            chunk batch (frames) -> UploadResult
+ *   POST /v1/snapshots                         snapshot commit -> SnapshotInfo
+ *   GET  /v1/snapshots[?source=NAME]           own snapshots -> SnapshotInfo[]
+ *   GET  /v1/snapshots/:id                     one of the agent's own snapshots
+ *   GET  /v1/snapshots/:id/chunks/:chunk       a chunk blob that snapshot references
+ *
+ * An agent credential never deletes or overwrites: PUT, PATCH and DELETE answer 403.
+ */
+export const API_VERSION = 1;
+export const MAX_MISSING_QUERY = 65536;
+export const MAX_UPLOAD_BATCH_BYTES = 64 * 1024 * 1024;
+export const MAX_COMMIT_BYTES = 512 * 1024 * 1024;
+export const DEFAULT_PORT = 8443;
+
+export interface BoxInfo {
+  box: string;
+  name: string;
+  api: number;
+  version: string;
+  role: 'primary' | 'secondary';
+}
+
+export interface PairRequest {
+  token_id: string;
+  secret: string;
+  agent_name: string;
+  host: string;
+}
+
+export interface PairResponse {
+  agent_id: string;
+  credential: string;
+  box: string;
+  box_name: string;
+  keys: { idKey: string; chunkKey: string; manifestKey: string; gearKey: string };
+}
+
+export interface UploadResult {
+  stored: number;
+  existed: number;
+}
+
+export interface ManifestRef {
+  id: string;
+  size: number;
+}
+
+export interface BackupStats {
+  files: number;
+  dirs: number;
+  bytes_scanned: number;
+  bytes_read: number;
+  bytes_new: number;
+  bytes_uploaded: number;
+  chunks_new: number;
+  duration_s: number;
+}
+
+export interface SnapshotCommit {
+  source: string;
+  host: string;
+  manifest: ManifestRef[];
+  stats: BackupStats;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  agent: string;
+  source: string;
+  host: string;
+  created: string;
+  manifest: ManifestRef[];
+  chunks: number;
+  stats: BackupStats;
+}
+
+export interface ApiErrorBody {
+  error: { code: string; message: string };
+}
+
+function bad(why: string): CairnError {
+  return new CairnError('CAIRN_API_BAD_REQUEST', why);
+}
+
+/** N x 32-byte ids <-> Buffer. */
+export function decodeIdList(body: Buffer, max: number): Buffer[] {
+  if (body.length % CHUNK_ID_BYTES !== 0) throw bad(`id list length ${body.length} is not a multiple of ${CHUNK_ID_BYTES}`);
+  const n = body.length / CHUNK_ID_BYTES;
+  if (n > max) throw bad(`id list of ${n} ids exceeds the limit of ${max}`);
+  const out: Buffer[] = new Array(n);
+  for (let i = 0; i < n; i++) out[i] = body.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
+  return out;
+}
+
+/** Upload batch: repeated frames of 32-byte id | u32 LE length | blob. */
+export function encodeUploadBatch(items: { id: Buffer; blob: Buffer }[]): Buffer[] {
+  const parts: Buffer[] = [];
+  for (const it of items) {
+    const head = Buffer.alloc(CHUNK_ID_BYTES + 4);
+    it.id.copy(head, 0);
+    head.writeUInt32LE(it.blob.length, CHUNK_ID_BYTES);
+    parts.push(head, it.blob);
+  }
+  return parts;
+}
+
+export function decodeUploadBatch(body: Buffer): { id: Buffer; blob: Buffer }[] {
+  const out: { id: Buffer; blob: Buffer }[] = [];
+  let off = 0;
+  while (off < body.length) {
+    if (body.length - off < CHUNK_ID_BYTES + 4) throw bad(`upload batch truncated in a frame header at byte ${off}`);
+    const id = body.subarray(off, off + CHUNK_ID_BYTES);
+    const len = body.readUInt32LE(off + CHUNK_ID_BYTES);
+    off += CHUNK_ID_BYTES + 4;
+    if (len > MAX_CHUNK_BLOB) throw new CairnError('CAIRN_CHUNK_TOO_LARGE', `frame of ${len} bytes exceeds the chunk limit`);
+    if (body.length - off < len) throw bad(`upload batch truncated: frame declares ${len} bytes, ${body.length - off} remain`);
+    out.push({ id, blob: body.subarray(off, off + len) });
+    off += len;
+  }
+  if (out.length === 0) throw bad('empty upload batch');
+  return out;
+}
+
+/** Snapshot commit: u32 LE JSON length | SnapshotCommit JSON | N x 32-byte ids (every chunk the snapshot references). */
+export function encodeCommit(c: SnapshotCommit, refs: Buffer): Buffer[] {
+  const j = Buffer.from(JSON.stringify(c), 'utf8');
+  const head = Buffer.alloc(4);
+  head.writeUInt32LE(j.length, 0);
+  return [head, j, refs];
+}
+
+const STAT_FIELDS: (keyof BackupStats)[] = ['files', 'dirs', 'bytes_scanned', 'bytes_read', 'bytes_new', 'bytes_uploaded', 'chunks_new', 'duration_s'];
+const SOURCE_NAME = /^[\p{L}\p{N} ._:@/+,=~-]{1,200}$/u;
+
+export function isValidSourceName(s: string): boolean {
+  return SOURCE_NAME.test(s);
+}
+
+export function decodeCommit(body: Buffer): { commit: SnapshotCommit; refs: Buffer } {
+  if (body.length < 4) throw bad('snapshot commit truncated');
+  const jl = body.readUInt32LE(0);
+  if (jl === 0 || jl > 4 * 1024 * 1024 || 4 + jl > body.length) throw bad('snapshot commit header length out of range');
+  let o: unknown;
+  try {
+    o = JSON.parse(body.subarray(4, 4 + jl).toString('utf8'));
+  } catch {
+    throw bad('snapshot commit header is not JSON');
+  }
+  const c = o as Partial<SnapshotCommit>;
+  if (!c || typeof c !== 'object') throw bad('snapshot commit header is not an object');
+  if (typeof c.source !== 'string' || !isValidSourceName(c.source)) throw bad('snapshot commit has no valid source name');
+  if (typeof c.host !== 'string' || c.host.length > 255) throw bad('snapshot commit has no valid host');
+  if (!Array.isArray(c.manifest) || c.manifest.length === 0 || c.manifest.length > 1_000_000) throw bad('snapshot commit has no manifest');
+  for (const m of c.manifest) {
+    if (!m || typeof m.id !== 'string' || !isChunkIdHex(m.id) || !Number.isSafeInteger(m.size) || m.size < 0) throw bad('snapshot commit has a malformed manifest ref');
+  }
+  const st = (c.stats ?? {}) as Partial<Record<keyof BackupStats, unknown>>;
+  const stats = {} as BackupStats;
+  for (const f of STAT_FIELDS) {
+    const v = st[f];
+    stats[f] = typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0;
+  }
+  const refs = body.subarray(4 + jl);
+  if (refs.length % CHUNK_ID_BYTES !== 0) throw bad('snapshot commit reference list is not a whole number of ids');
+  return { commit: { source: c.source, host: c.host, manifest: c.manifest.map((m) => ({ id: m.id, size: m.size })), stats }, refs };
+}
+
+/** Sorts and dedups a flat list of 32-byte ids. */
+export function sortUniqueIds(flat: Buffer): Buffer {
+  const n = flat.length / CHUNK_ID_BYTES;
+  const idx: number[] = new Array(n);
+  for (let i = 0; i < n; i++) idx[i] = i;
+  idx.sort((a, b) => Buffer.compare(flat.subarray(a * 32, a * 32 + 32), flat.subarray(b * 32, b * 32 + 32)));
+  const out = Buffer.allocUnsafe(flat.length);
+  let m = 0;
+  for (const i of idx) {
+    const id = flat.subarray(i * 32, i * 32 + 32);
+    if (m > 0 && out.subarray((m - 1) * 32, m * 32).equals(id)) continue;
+    id.copy(out, m * 32);
+    m++;
+  }
+  return out.subarray(0, m * 32);
+}

@@ -1,0 +1,220 @@
+import { CairnError } from './errors';
+import { CHUNK_ID_BYTES } from './chunk-id';
+
+/**
+ * Manifest format, version 1 (FROZEN; a change needs a new version and readers keep v1).
+ * A manifest is one byte stream, itself chunked and encrypted like file data:
+ *
+ *   "CAIRNMF" 0x01
+ *   record*   where record = u32 LE json length | UTF-8 JSON | u32 LE chunk count | count x (32-byte id | u32 LE size)
+ *
+ * The first record is the header ({v, kind, ...}); every later record is one entry in
+ * depth-first order, parents before children. Paths are relative, '/'-separated, and kept as
+ * raw bytes: `p` when they are valid UTF-8, else `pb` (base64), so no file name is mangled.
+ */
+export const MANIFEST_MAGIC = Buffer.from('CAIRNMF\x01', 'latin1');
+export const MANIFEST_VERSION = 1;
+const MAX_JSON = 256 * 1024;
+const MAX_CHUNKS_PER_ENTRY = 64 * 1024 * 1024;
+export const CHUNK_REF_BYTES = CHUNK_ID_BYTES + 4;
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink';
+const TYPE_CODE: Record<EntryType, string> = { file: 'f', dir: 'd', symlink: 'l', hardlink: 'h' };
+const CODE_TYPE: Record<string, EntryType> = { f: 'file', d: 'dir', l: 'symlink', h: 'hardlink' };
+
+export interface ManifestHeader {
+  v: number;
+  kind: 'files';
+  /** absolute paths the snapshot was taken from */
+  roots: string[];
+  host: string;
+  created: string;
+}
+
+export interface ManifestEntry {
+  /** relative path, raw bytes, '/'-separated */
+  path: Buffer;
+  type: EntryType;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeNs: bigint;
+  size: number;
+  /** symlink: link target; hardlink: path of the entry it links to */
+  target?: Buffer;
+  /** file/hardlink: chunk refs, CHUNK_REF_BYTES each (id, u32 LE plaintext size) */
+  chunks?: Buffer;
+}
+
+function putBytes(o: Record<string, unknown>, key: string, b: Buffer): void {
+  const s = b.toString('utf8');
+  if (Buffer.from(s, 'utf8').equals(b)) o[key] = s;
+  else o[key + 'b'] = b.toString('base64');
+}
+
+function getBytes(o: Record<string, unknown>, key: string): Buffer | undefined {
+  const s = o[key];
+  if (typeof s === 'string') return Buffer.from(s, 'utf8');
+  const b = o[key + 'b'];
+  if (typeof b === 'string') return Buffer.from(b, 'base64');
+  return undefined;
+}
+
+function frame(json: unknown, chunks?: Buffer): Buffer {
+  const j = Buffer.from(JSON.stringify(json), 'utf8');
+  const n = chunks ? chunks.length / CHUNK_REF_BYTES : 0;
+  const head = Buffer.alloc(4 + j.length + 4);
+  head.writeUInt32LE(j.length, 0);
+  j.copy(head, 4);
+  head.writeUInt32LE(n, 4 + j.length);
+  return chunks && n > 0 ? Buffer.concat([head, chunks]) : head;
+}
+
+export function encodeHeader(h: ManifestHeader): Buffer {
+  return Buffer.concat([MANIFEST_MAGIC, frame(h)]);
+}
+
+export function encodeEntry(e: ManifestEntry): Buffer {
+  const o: Record<string, unknown> = { t: TYPE_CODE[e.type], m: e.mode, u: e.uid, g: e.gid, mt: e.mtimeNs.toString(), s: e.size };
+  putBytes(o, 'p', e.path);
+  if (e.target) putBytes(o, 'l', e.target);
+  return frame(o, e.chunks);
+}
+
+/** Checks a relative path's components: no empty, '.', '..' or NUL-containing component. */
+export function isSafeRelativePath(p: Buffer): boolean {
+  if (p.length === 0 || p[0] === 0x2f || p.includes(0)) return false;
+  let start = 0;
+  for (let i = 0; i <= p.length; i++) {
+    if (i === p.length || p[i] === 0x2f) {
+      const len = i - start;
+      if (len === 0) return false;
+      if (len === 1 && p[start] === 0x2e) return false;
+      if (len === 2 && p[start] === 0x2e && p[start + 1] === 0x2e) return false;
+      start = i + 1;
+    }
+  }
+  return true;
+}
+
+function invalid(why: string): CairnError {
+  return new CairnError('CAIRN_MANIFEST_INVALID', `snapshot manifest is invalid: ${why}`);
+}
+
+/** Pulls exact byte counts out of a stream of buffers of any sizes. */
+class ByteReader {
+  private bufs: Buffer[] = [];
+  private have = 0;
+  constructor(private readonly source: AsyncIterator<Buffer>) {}
+
+  async read(n: number): Promise<Buffer | null> {
+    while (this.have < n) {
+      const r = await this.source.next();
+      if (r.done) {
+        if (this.have === 0) return null;
+        throw invalid('truncated record');
+      }
+      this.bufs.push(r.value);
+      this.have += r.value.length;
+    }
+    const all = this.bufs.length === 1 ? this.bufs[0] : Buffer.concat(this.bufs);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.bufs = rest.length ? [rest] : [];
+    this.have = rest.length;
+    return out;
+  }
+}
+
+function asObject(json: Buffer): Record<string, unknown> {
+  let o: unknown;
+  try {
+    o = JSON.parse(json.toString('utf8'));
+  } catch {
+    throw invalid('record is not JSON');
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw invalid('record is not an object');
+  return o as Record<string, unknown>;
+}
+
+function num(o: Record<string, unknown>, k: string): number {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw invalid(`field ${k} is not a non-negative integer`);
+  return v;
+}
+
+async function readRecord(r: ByteReader): Promise<{ json: Record<string, unknown>; chunks: Buffer } | null> {
+  const lenBuf = await r.read(4);
+  if (!lenBuf) return null;
+  const len = lenBuf.readUInt32LE(0);
+  if (len === 0 || len > MAX_JSON) throw invalid(`record length ${len} out of range`);
+  const json = asObject((await r.read(len)) ?? Buffer.alloc(0));
+  const cnt = (await r.read(4))?.readUInt32LE(0);
+  if (cnt === undefined) throw invalid('truncated record');
+  if (cnt > MAX_CHUNKS_PER_ENTRY) throw invalid(`chunk count ${cnt} out of range`);
+  const chunks = cnt > 0 ? Buffer.from((await r.read(cnt * CHUNK_REF_BYTES)) ?? Buffer.alloc(0)) : Buffer.alloc(0);
+  if (chunks.length !== cnt * CHUNK_REF_BYTES) throw invalid('truncated chunk list');
+  return { json, chunks };
+}
+
+export interface ManifestStream {
+  header: ManifestHeader;
+  entries: AsyncGenerator<ManifestEntry>;
+}
+
+/** Parses a manifest from its decrypted bytes, in order. Rejects anything malformed with CAIRN_MANIFEST_INVALID. */
+export async function readManifest(source: AsyncIterable<Buffer>): Promise<ManifestStream> {
+  const r = new ByteReader(source[Symbol.asyncIterator]());
+  const magic = await r.read(MANIFEST_MAGIC.length);
+  if (!magic || !magic.subarray(0, 7).equals(MANIFEST_MAGIC.subarray(0, 7))) throw invalid('wrong magic');
+  if (magic[7] !== MANIFEST_VERSION) throw invalid(`unknown manifest version ${magic[7]}`);
+  const first = await readRecord(r);
+  if (!first) throw invalid('no header');
+  const hj = first.json;
+  if (hj.v !== MANIFEST_VERSION || hj.kind !== 'files' || !Array.isArray(hj.roots)) throw invalid('bad header');
+  const header: ManifestHeader = {
+    v: MANIFEST_VERSION,
+    kind: 'files',
+    roots: hj.roots.filter((x): x is string => typeof x === 'string'),
+    host: typeof hj.host === 'string' ? hj.host : '',
+    created: typeof hj.created === 'string' ? hj.created : '',
+  };
+  async function* entries(): AsyncGenerator<ManifestEntry> {
+    for (;;) {
+      const rec = await readRecord(r);
+      if (!rec) return;
+      const o = rec.json;
+      const type = typeof o.t === 'string' ? CODE_TYPE[o.t] : undefined;
+      if (!type) throw invalid(`unknown entry type ${JSON.stringify(o.t)}`);
+      const path = getBytes(o, 'p');
+      if (!path || !isSafeRelativePath(path)) throw invalid(`unsafe or missing path ${JSON.stringify(path?.toString('utf8').slice(0, 200))}`);
+      if (typeof o.mt !== 'string' || !/^-?\d{1,30}$/.test(o.mt)) throw invalid('bad mtime');
+      const e: ManifestEntry = {
+        path, type, mode: num(o, 'm') & 0o7777, uid: num(o, 'u'), gid: num(o, 'g'), mtimeNs: BigInt(o.mt), size: num(o, 's'),
+      };
+      const target = getBytes(o, 'l');
+      if (type === 'symlink' || type === 'hardlink') {
+        if (!target || target.length === 0 || target.includes(0)) throw invalid('link without a target');
+        if (type === 'hardlink' && !isSafeRelativePath(target)) throw invalid('hard link target outside the snapshot');
+        e.target = target;
+      }
+      if (type === 'file' || type === 'hardlink') {
+        e.chunks = rec.chunks;
+        let total = 0;
+        for (let off = CHUNK_ID_BYTES; off < rec.chunks.length; off += CHUNK_REF_BYTES) total += rec.chunks.readUInt32LE(off);
+        if (total !== e.size) throw invalid(`chunk sizes of ${path.toString('utf8').slice(0, 200)} do not add up to its size`);
+      } else if (rec.chunks.length) {
+        throw invalid('chunks on an entry that holds no data');
+      }
+      yield e;
+    }
+  }
+  return { header, entries: entries() };
+}
+
+/** Iterates the (id, size) pairs of a chunk ref list. */
+export function* chunkRefs(chunks: Buffer): Generator<{ id: Buffer; size: number }> {
+  for (let off = 0; off + CHUNK_REF_BYTES <= chunks.length; off += CHUNK_REF_BYTES) {
+    yield { id: chunks.subarray(off, off + CHUNK_ID_BYTES), size: chunks.readUInt32LE(off + CHUNK_ID_BYTES) };
+  }
+}
