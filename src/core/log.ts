@@ -18,7 +18,7 @@ export interface Logger {
 export function createLogger(opts: { name: string; level?: LogLevel; write?: (line: string) => void; base?: Record<string, unknown> }): Logger {
   const min = LEVELS[opts.level ?? ((process.env.CAIRN_LOG_LEVEL as LogLevel) || 'info')] ?? 20;
   const write = opts.write ?? ((line: string) => process.stdout.write(line + '\n'));
-  const base = { name: opts.name, ...(opts.base ?? {}) };
+  const base = { svc: opts.name, ...(opts.base ?? {}) };
   const emit = (level: LogLevel, event: string, fields?: Record<string, unknown>): void => {
     if (LEVELS[level] < min) return;
     const rec: Record<string, unknown> = { t: new Date().toISOString(), level, ...base, event };

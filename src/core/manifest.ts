@@ -42,6 +42,8 @@ export interface ManifestEntry {
   size: number;
   /** symlink: link target; hardlink: path of the entry it links to */
   target?: Buffer;
+  /** file: other entries of this snapshot are hard links to it */
+  linked?: boolean;
   /** file/hardlink: chunk refs, CHUNK_REF_BYTES each (id, u32 LE plaintext size) */
   chunks?: Buffer;
 }
@@ -78,6 +80,7 @@ export function encodeEntry(e: ManifestEntry): Buffer {
   const o: Record<string, unknown> = { t: TYPE_CODE[e.type], m: e.mode, u: e.uid, g: e.gid, mt: e.mtimeNs.toString(), s: e.size };
   putBytes(o, 'p', e.path);
   if (e.target) putBytes(o, 'l', e.target);
+  if (e.linked) o.x = 1;
   return frame(o, e.chunks);
 }
 
@@ -192,6 +195,7 @@ export async function readManifest(source: AsyncIterable<Buffer>): Promise<Manif
       const e: ManifestEntry = {
         path, type, mode: num(o, 'm') & 0o7777, uid: num(o, 'u'), gid: num(o, 'g'), mtimeNs: BigInt(o.mt), size: num(o, 's'),
       };
+      if (o.x === 1 && type === 'file') e.linked = true;
       const target = getBytes(o, 'l');
       if (type === 'symlink' || type === 'hardlink') {
         if (!target || target.length === 0 || target.includes(0)) throw invalid('link without a target');

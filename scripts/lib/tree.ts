@@ -1,0 +1,59 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+
+/**
+ * Compares two directory trees: same names, types, contents (byte for byte, by SHA-256),
+ * permission bits, symlink targets, file mtimes (to the millisecond) and hard-link groups.
+ * Returns a list of differences; empty means identical.
+ */
+export function compareTrees(a: string, b: string, opts: { mtimes?: boolean; dirModes?: boolean } = {}): string[] {
+  const diffs: string[] = [];
+  const join = (root: string, rel: Buffer): Buffer => (rel.length ? Buffer.concat([Buffer.from(root + '/'), rel]) : Buffer.from(root));
+  const walk = (relBuf: Buffer): void => {
+    const rel = relBuf.toString();
+    const pa = join(a, relBuf);
+    const pb = join(b, relBuf);
+    let sa: fs.Stats;
+    let sb: fs.Stats;
+    try {
+      sa = fs.lstatSync(pa);
+    } catch {
+      diffs.push(`missing in source: ${rel}`);
+      return;
+    }
+    try {
+      sb = fs.lstatSync(pb);
+    } catch {
+      diffs.push(`missing in restore: ${rel}`);
+      return;
+    }
+    const type = (s: fs.Stats): string => (s.isDirectory() ? 'dir' : s.isFile() ? 'file' : s.isSymbolicLink() ? 'symlink' : 'other');
+    if (type(sa) !== type(sb)) {
+      diffs.push(`type differs: ${rel} (${type(sa)} vs ${type(sb)})`);
+      return;
+    }
+    if (sa.isSymbolicLink()) {
+      if (fs.readlinkSync(pa) !== fs.readlinkSync(pb)) diffs.push(`symlink target differs: ${rel}`);
+      return;
+    }
+    if ((sa.mode & 0o7777) !== (sb.mode & 0o7777) && (rel !== '' || opts.dirModes)) diffs.push(`mode differs: ${rel} (${(sa.mode & 0o7777).toString(8)} vs ${(sb.mode & 0o7777).toString(8)})`);
+    if (sa.isFile()) {
+      if (sa.size !== sb.size) diffs.push(`size differs: ${rel} (${sa.size} vs ${sb.size})`);
+      else if (hashFile(pa) !== hashFile(pb)) diffs.push(`content differs: ${rel}`);
+      if (opts.mtimes !== false && Math.floor(sa.mtimeMs) !== Math.floor(sb.mtimeMs)) diffs.push(`mtime differs: ${rel}`);
+      if ((sa.nlink > 1) !== (sb.nlink > 1)) diffs.push(`hard-link state differs: ${rel}`);
+      return;
+    }
+    const names = new Map<string, Buffer>();
+    for (const n of [...fs.readdirSync(pa, { encoding: 'buffer' }), ...fs.readdirSync(pb, { encoding: 'buffer' })]) names.set(n.toString('hex'), n);
+    for (const n of names.values()) walk(relBuf.length ? Buffer.concat([relBuf, Buffer.from('/'), n]) : n);
+    if (opts.mtimes !== false && rel !== '' && Math.floor(sa.mtimeMs) !== Math.floor(sb.mtimeMs)) diffs.push(`dir mtime differs: ${rel}`);
+  };
+  walk(Buffer.alloc(0));
+  return diffs;
+}
+
+export function hashFile(p: string | Buffer): string {
+  return createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+}

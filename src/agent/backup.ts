@@ -1,0 +1,310 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { CairnError, errnoCode, errorMessage } from '../core/errors';
+import { CHUNK_ID_BYTES } from '../core/chunk-id';
+import { CHUNK_REF_BYTES, encodeEntry, encodeHeader, ManifestEntry } from '../core/manifest';
+import { BackupStats, encodeCommit, isValidSourceName, ManifestRef, SnapshotInfo } from '../core/api';
+import { BoxClient } from './box-client';
+import { FilesCache } from './files-cache';
+import { ChunkOut, WorkerPool } from './worker-pool';
+import { Uploader } from './uploader';
+import { AgentHome } from './state';
+import { DataKeys } from '../core/keys';
+
+/**
+ * A file backup run: walk the sources depth-first, reuse the chunk lists of files the files
+ * cache says are unchanged, chunk and seal the others in the worker pool, upload what the box
+ * lacks, write the manifest (in walk order) to a spool file, chunk and upload it too, then
+ * commit. The box refuses a commit that references anything it does not hold, so a snapshot is
+ * listed only once all it needs is durable. An interrupted run leaves uploaded chunks on the
+ * box; the next run finds them there and does not send them again.
+ */
+export interface BackupOptions {
+  paths: string[];
+  source?: string;
+  host?: string;
+  threads?: number;
+  onProgress?: (p: BackupProgress) => void;
+  /** for tests: called once per file handed to the pool */
+  onFileQueued?: () => void;
+}
+
+export interface BackupProgress extends BackupStats {
+  phase: 'scan' | 'manifest' | 'commit';
+  estimated_total: number;
+}
+
+export interface BackupResult extends BackupStats {
+  snapshot: string;
+  source: string;
+  skipped: number;
+  warnings: { path: string; message: string }[];
+}
+
+const MAX_QUEUE = 512;
+
+class RefCollector {
+  private buf = Buffer.allocUnsafe(CHUNK_ID_BYTES * 4096);
+  private len = 0;
+  add(id: Uint8Array): void {
+    if (this.len + CHUNK_ID_BYTES > this.buf.length) {
+      const next = Buffer.allocUnsafe(this.buf.length * 2);
+      this.buf.copy(next, 0, 0, this.len);
+      this.buf = next;
+    }
+    this.buf.set(id, this.len);
+    this.len += CHUNK_ID_BYTES;
+  }
+  addRefs(chunks: Buffer): void {
+    for (let off = 0; off < chunks.length; off += CHUNK_REF_BYTES) this.add(chunks.subarray(off, off + CHUNK_ID_BYTES));
+  }
+  get result(): Buffer {
+    return this.buf.subarray(0, this.len);
+  }
+}
+
+export function defaultSourceName(paths: string[]): string {
+  const abs = paths.map((p) => path.resolve(p));
+  const name = abs.join(',');
+  return name.length <= 200 ? name : name.slice(0, 180) + '…' + randomBytes(4).toString('hex');
+}
+
+function refsOf(chunks: ChunkOut[]): Buffer {
+  const out = Buffer.allocUnsafe(chunks.length * CHUNK_REF_BYTES);
+  chunks.forEach((c, i) => {
+    c.id.copy(out, i * CHUNK_REF_BYTES);
+    out.writeUInt32LE(c.size, i * CHUNK_REF_BYTES + CHUNK_ID_BYTES);
+  });
+  return out;
+}
+
+export async function backupFiles(home: AgentHome, client: BoxClient, keys: DataKeys, opts: BackupOptions): Promise<BackupResult> {
+  if (opts.paths.length === 0) throw new CairnError('CAIRN_USAGE', 'give at least one path to back up');
+  const source = opts.source ?? defaultSourceName(opts.paths);
+  if (!isValidSourceName(source)) throw new CairnError('CAIRN_USAGE', `source name "${source.slice(0, 80)}" is not valid (1-200 letters, digits and . _ : @ / + , = ~ - or space)`);
+  const roots = opts.paths.map((p) => path.resolve(p));
+  for (const r of roots) {
+    try {
+      fs.lstatSync(r);
+    } catch (err) {
+      throw new CairnError('CAIRN_SOURCE_INVALID', `cannot back up ${r}: ${errnoCode(err) === 'ENOENT' ? 'it does not exist' : errorMessage(err)}`);
+    }
+  }
+  home.ensure();
+  const cache = new FilesCache(home.cacheFile);
+  try {
+    try {
+      return await runOnce(home, client, keys, cache, source, roots, opts);
+    } catch (err) {
+      if (!CairnError.is(err, 'CAIRN_SNAPSHOT_INCOMPLETE')) throw err;
+      // Chunks the files cache relied on are gone from the box (retention, quarantine): read everything again.
+      cache.invalidate(source);
+      return await runOnce(home, client, keys, cache, source, roots, opts);
+    }
+  } finally {
+    cache.close();
+  }
+}
+
+async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache: FilesCache, source: string, roots: string[], opts: BackupOptions): Promise<BackupResult> {
+  const started = Date.now();
+  const pool = new WorkerPool(keys, { threads: opts.threads });
+  const uploader = new Uploader(client, pool);
+  const refs = new RefCollector();
+  const warnings: { path: string; message: string }[] = [];
+  const stats = { files: 0, dirs: 0, bytes_scanned: 0, bytes_read: 0, skipped: 0 };
+  const spool = path.join(home.tmp, `manifest-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const manifestFd = fs.openSync(spool, 'wx', 0o600);
+  const exclude = new Set([path.resolve(home.root)]);
+  const hardlinks = new Map<string, { rel: Buffer; entry: ManifestEntry; ready: Promise<void> }>();
+  const queue: { entry: ManifestEntry | null; ready: Promise<void> }[] = [];
+  let previousTotal = 0;
+  let progressTimer: NodeJS.Timeout | undefined;
+  const progress = (phase: BackupProgress['phase']): BackupProgress => ({
+    phase,
+    files: stats.files,
+    dirs: stats.dirs,
+    bytes_scanned: stats.bytes_scanned,
+    bytes_read: stats.bytes_read,
+    bytes_new: uploader.stats.bytes_new,
+    bytes_uploaded: uploader.stats.bytes_uploaded,
+    chunks_new: uploader.stats.chunks_new,
+    duration_s: (Date.now() - started) / 1000,
+    estimated_total: previousTotal,
+  });
+  let phase: BackupProgress['phase'] = 'scan';
+  if (opts.onProgress) progressTimer = setInterval(() => opts.onProgress!(progress(phase)), 250);
+
+  try {
+    try {
+      const prev = await client.json<SnapshotInfo[]>('GET', `/v1/snapshots?source=${encodeURIComponent(source)}`);
+      previousTotal = prev.length ? prev[prev.length - 1].stats.bytes_scanned : 0;
+    } catch (err) {
+      if (CairnError.is(err, 'CAIRN_BOX_UNREACHABLE') || CairnError.is(err, 'CAIRN_PAIR_PIN_MISMATCH') || CairnError.is(err, 'CAIRN_AUTH_INVALID') || CairnError.is(err, 'CAIRN_AUTH_REVOKED')) throw err;
+    }
+    cache.beginRun(source);
+    fs.writeSync(manifestFd, encodeHeader({ v: 1, kind: 'files', roots, host: opts.host ?? os.hostname(), created: new Date().toISOString() }));
+
+    const writeHead = async (): Promise<void> => {
+      const h = queue.shift()!;
+      await h.ready;
+      const e = h.entry;
+      // A file that could not be read has no chunk list: it is left out (and reported in warnings).
+      if (e && !((e.type === 'file' || e.type === 'hardlink') && !e.chunks)) fs.writeSync(manifestFd, encodeEntry(e));
+    };
+    const push = async (entry: ManifestEntry | null, ready: Promise<void>): Promise<void> => {
+      uploader.check();
+      ready.catch(() => undefined); // awaited in order by writeHead; this only keeps an early rejection from being "unhandled"
+      queue.push({ entry, ready });
+      while (queue.length > MAX_QUEUE) await writeHead();
+    };
+
+    const visitFile = async (abs: Buffer, rel: Buffer, st: fs.BigIntStats): Promise<void> => {
+      stats.files++;
+      const base: ManifestEntry = {
+        path: rel, type: 'file', mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), mtimeNs: st.mtimeNs, size: Number(st.size),
+      };
+      if (st.nlink > 1n) {
+        const key = `${st.dev}:${st.ino}`;
+        const first = hardlinks.get(key);
+        if (first) {
+          first.entry.linked = true;
+          const e: ManifestEntry = { ...base, type: 'hardlink', target: first.rel };
+          await push(e, first.ready.then(() => {
+            e.chunks = first.entry.chunks;
+            e.size = first.entry.size;
+          }));
+          return;
+        }
+      }
+      stats.bytes_scanned += Number(st.size);
+      const ino = st.ino.toString();
+      const mtimeNs = st.mtimeNs.toString();
+      const ctimeNs = st.ctimeNs.toString();
+      const cached = cache.lookup(source, abs);
+      let ready: Promise<void>;
+      if (cached && cached.size === Number(st.size) && cached.mtimeNs === mtimeNs && cached.ctimeNs === ctimeNs && cached.ino === ino) {
+        base.chunks = cached.chunks;
+        refs.addRefs(cached.chunks);
+        cache.stage(source, abs, cached);
+        ready = Promise.resolve();
+      } else {
+        const chunks: ChunkOut[] = [];
+        opts.onFileQueued?.();
+        ready = pool
+          .chunkFile(abs, 'data', (c) => {
+            chunks.push({ id: c.id, size: c.size, blob: Buffer.alloc(0) });
+            refs.add(c.id);
+            uploader.add(c);
+          })
+          .then((r) => {
+            stats.bytes_read += r.bytes;
+            if (r.error) {
+              warnings.push({ path: abs.toString(), message: r.error });
+              base.chunks = undefined;
+              return;
+            }
+            base.chunks = refsOf(chunks);
+            base.size = r.bytes;
+            if (r.mtimeNs === mtimeNs && r.ctimeNs === ctimeNs && r.bytes === Number(st.size)) {
+              cache.stage(source, abs, { size: r.bytes, mtimeNs, ctimeNs, ino, chunks: base.chunks });
+            } else {
+              warnings.push({ path: abs.toString(), message: 'file changed while it was read; this version is kept and it will be read again next time' });
+            }
+          });
+      }
+      if (st.nlink > 1n) hardlinks.set(`${st.dev}:${st.ino}`, { rel, entry: base, ready });
+      await push(base, ready);
+    };
+
+    const visit = async (abs: Buffer, rel: Buffer | null, st: fs.BigIntStats): Promise<void> => {
+      if (exclude.has(abs.toString())) return;
+      const common = { mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), mtimeNs: st.mtimeNs, size: 0 };
+      if (st.isDirectory()) {
+        stats.dirs++;
+        if (rel) await push({ path: rel, type: 'dir', ...common }, Promise.resolve());
+        let names: Buffer[];
+        try {
+          names = (await fs.promises.readdir(abs, { encoding: 'buffer' })).sort(Buffer.compare);
+        } catch (err) {
+          warnings.push({ path: abs.toString(), message: `cannot list directory: ${errorMessage(err)}` });
+          return;
+        }
+        for (const name of names) {
+          const childAbs = Buffer.concat([abs, Buffer.from('/'), name]);
+          const childRel = rel ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
+          let cst: fs.BigIntStats;
+          try {
+            cst = await fs.promises.lstat(childAbs, { bigint: true });
+          } catch (err) {
+            warnings.push({ path: childAbs.toString(), message: errorMessage(err) });
+            continue;
+          }
+          await visit(childAbs, childRel, cst);
+        }
+      } else if (st.isFile()) {
+        await visitFile(abs, rel!, st);
+      } else if (st.isSymbolicLink()) {
+        try {
+          const target = await fs.promises.readlink(abs, { encoding: 'buffer' });
+          stats.files++;
+          await push({ path: rel!, type: 'symlink', target, ...common }, Promise.resolve());
+        } catch (err) {
+          warnings.push({ path: abs.toString(), message: errorMessage(err) });
+        }
+      } else {
+        stats.skipped++;
+      }
+    };
+
+    const single = roots.length === 1 && fs.lstatSync(roots[0]).isDirectory();
+    const seen = new Set<string>();
+    for (const r of roots) {
+      const abs = Buffer.from(r);
+      const st = await fs.promises.lstat(abs, { bigint: true });
+      let rel: Buffer | null = null;
+      if (!single) {
+        const base = path.basename(r) || 'root';
+        if (seen.has(base)) throw new CairnError('CAIRN_USAGE', `two paths share the name "${base}"; back them up as separate sources (--source)`);
+        seen.add(base);
+        rel = Buffer.from(base);
+      }
+      await visit(abs, rel, st);
+    }
+    while (queue.length) await writeHead();
+    // Entries that could not be read were flagged while waiting; they are simply not in the manifest.
+    fs.fsyncSync(manifestFd);
+    fs.closeSync(manifestFd);
+
+    phase = 'manifest';
+    const manifestChunks: ChunkOut[] = [];
+    const mres = await pool.chunkFile(Buffer.from(spool), 'manifest', (c) => {
+      manifestChunks.push({ id: c.id, size: c.size, blob: Buffer.alloc(0) });
+      refs.add(c.id);
+      uploader.add(c);
+    });
+    if (mres.error) throw new CairnError('CAIRN_SOURCE_INVALID', `could not read the manifest spool file: ${mres.error}`);
+    await uploader.drain();
+
+    phase = 'commit';
+    const manifest: ManifestRef[] = manifestChunks.map((c) => ({ id: c.id.toString('hex'), size: c.size }));
+    const final: BackupStats = { ...progress('commit'), duration_s: (Date.now() - started) / 1000 };
+    delete (final as Partial<BackupProgress>).phase;
+    delete (final as Partial<BackupProgress>).estimated_total;
+    const body = await client.call('POST', '/v1/snapshots', encodeCommit({ source, host: opts.host ?? os.hostname(), manifest, stats: final }, refs.result), { timeoutMs: 600_000 });
+    const info = JSON.parse(body.toString('utf8')) as SnapshotInfo;
+    cache.commitRun(source);
+    return { snapshot: info.id, source, ...final, duration_s: (Date.now() - started) / 1000, skipped: stats.skipped, warnings };
+  } finally {
+    if (progressTimer) clearInterval(progressTimer);
+    try {
+      fs.closeSync(manifestFd);
+    } catch {
+      /* already closed */
+    }
+    fs.rmSync(spool, { force: true });
+    await pool.close();
+  }
+}

@@ -1,0 +1,143 @@
+import https from 'node:https';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { CairnError, CairnErrorCode, errnoCode, errorMessage } from '../core/errors';
+import { constantTimeEqual } from '../core/keys';
+import { spkiPin } from '../core/pairing-token';
+
+/**
+ * HTTPS client pinned to one box. The box's self-signed certificate is the only trust
+ * anchor (`ca`), and the certificate's SPKI hash must equal the pinned one, so neither a
+ * public CA nor a look-alike box can stand in. HTTP/1.1 with keep-alive and a few sockets.
+ */
+export interface BoxEndpoint {
+  host: string;
+  port: number;
+  certPem: string;
+  spkiSha256: Buffer;
+}
+
+export interface ClientResponse {
+  status: number;
+  body: Buffer;
+}
+
+const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED']);
+
+export function spkiOfCert(raw: Buffer | string): Buffer {
+  return spkiPin(new X509Certificate(raw).publicKey.export({ type: 'spki', format: 'der' }));
+}
+
+/**
+ * Connects without trusting anything, reads the box's certificate and closes. Nothing is
+ * sent but the TLS handshake. Used once, at pairing, before the certificate is pinned.
+ */
+export function probeCertificate(host: string, port: number, timeoutMs = 10_000): Promise<{ certPem: string; spkiSha256: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({ host, port, rejectUnauthorized: false, minVersion: 'TLSv1.3', servername: net_isIP(host) ? undefined : host });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new CairnError('CAIRN_BOX_UNREACHABLE', `no answer from ${host}:${port} within ${timeoutMs / 1000}s`));
+    }, timeoutMs);
+    sock.once('secureConnect', () => {
+      clearTimeout(timer);
+      const cert = sock.getPeerCertificate(true);
+      sock.destroy();
+      if (!cert || !cert.raw) {
+        reject(new CairnError('CAIRN_BOX_ERROR', `${host}:${port} presented no certificate`));
+        return;
+      }
+      const certPem = new X509Certificate(cert.raw).toString();
+      resolve({ certPem, spkiSha256: spkiOfCert(cert.raw) });
+    });
+    sock.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new CairnError('CAIRN_BOX_UNREACHABLE', `cannot reach the box at ${host}:${port}: ${errorMessage(err)}`));
+    });
+  });
+}
+
+function net_isIP(host: string): boolean {
+  return /^[\d.]+$/.test(host) || host.includes(':');
+}
+
+export class BoxClient {
+  private readonly agent: https.Agent;
+
+  constructor(readonly endpoint: BoxEndpoint, private readonly credential?: string, opts: { maxSockets?: number } = {}) {
+    const pinned = endpoint.spkiSha256;
+    this.agent = new https.Agent({
+      keepAlive: true,
+      maxSockets: opts.maxSockets ?? 4,
+      ca: endpoint.certPem,
+      minVersion: 'TLSv1.3',
+      checkServerIdentity: (_host, cert) => {
+        if (!cert.raw || !constantTimeEqual(spkiOfCert(cert.raw), pinned)) {
+          return new CairnError('CAIRN_PAIR_PIN_MISMATCH', `the box at ${endpoint.host}:${endpoint.port} presents a different key than the one this agent paired with`);
+        }
+        return undefined;
+      },
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  request(method: string, path: string, body?: Buffer | Buffer[], opts: { contentType?: string; timeoutMs?: number } = {}): Promise<ClientResponse> {
+    const parts = body === undefined ? [] : Array.isArray(body) ? body : [body];
+    const length = parts.reduce((n, b) => n + b.length, 0);
+    const headers: Record<string, string | number> = { 'content-length': length };
+    if (body !== undefined) headers['content-type'] = opts.contentType ?? 'application/octet-stream';
+    if (this.credential) headers.authorization = `Bearer ${this.credential}`;
+    const { host, port } = this.endpoint;
+    return new Promise((resolve, reject) => {
+      const req = https.request({ host, port, method, path, headers, agent: this.agent, servername: net_isIP(host) ? undefined : host, timeout: opts.timeoutMs ?? 120_000 }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (d: Buffer) => chunks.push(d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', (err) => reject(new CairnError('CAIRN_BOX_UNREACHABLE', `connection to the box broke: ${errorMessage(err)}`)));
+      });
+      req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
+      req.on('error', (err) => {
+        if (err instanceof CairnError) return reject(err);
+        const code = errnoCode(err);
+        if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code === 'SELF_SIGNED_CERT_IN_CHAIN' || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'CERT_SIGNATURE_FAILURE') {
+          return reject(new CairnError('CAIRN_PAIR_PIN_MISMATCH', `the box at ${host}:${port} presents a different certificate than the one this agent paired with; refusing to talk to it`));
+        }
+        if (code && NETWORK_ERRORS.has(code)) return reject(new CairnError('CAIRN_BOX_UNREACHABLE', `cannot reach the box at ${host}:${port} (${code})`));
+        reject(new CairnError('CAIRN_BOX_UNREACHABLE', `request to the box at ${host}:${port} failed: ${errorMessage(err)}`));
+      });
+      for (const p of parts) req.write(p);
+      req.end();
+    });
+  }
+
+  /** Throws the box's error (its code when known) unless the status is 2xx. */
+  async call(method: string, path: string, body?: Buffer | Buffer[], opts: { contentType?: string; timeoutMs?: number } = {}): Promise<Buffer> {
+    const r = await this.request(method, path, body, opts);
+    if (r.status >= 200 && r.status < 300) return r.body;
+    throw errorFromResponse(r);
+  }
+
+  async json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const out = await this.call(method, path, data, { contentType: 'application/json' });
+    return JSON.parse(out.toString('utf8')) as T;
+  }
+}
+
+export function errorFromResponse(r: ClientResponse): CairnError {
+  let code: CairnErrorCode = 'CAIRN_BOX_ERROR';
+  let message = `the box answered HTTP ${r.status}`;
+  let details: Record<string, unknown> | undefined;
+  try {
+    const e = (JSON.parse(r.body.toString('utf8')) as { error?: { code?: string; message?: string } }).error;
+    if (e?.code && /^CAIRN_[A-Z_]+$/.test(e.code)) code = e.code as CairnErrorCode;
+    if (e?.message) message = e.message;
+    details = e as Record<string, unknown>;
+  } catch {
+    /* keep the generic message */
+  }
+  return new CairnError(code, message, details);
+}

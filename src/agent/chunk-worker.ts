@@ -1,0 +1,116 @@
+import fs from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { Chunker } from '../core/chunker';
+import { chunkId } from '../core/chunk-id';
+import { ChunkKind, sealChunk } from '../core/chunk-codec';
+import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
+import { errnoCode, errorMessage } from '../core/errors';
+
+/**
+ * Worker thread: reads one file at a time, cuts it into chunks, hashes and seals each chunk
+ * and posts it to the main thread (the blob's memory is transferred, not copied).
+ *
+ * Back-pressure contract: before posting a blob the worker adds its size to a shared
+ * counter and blocks (Atomics.wait) while the counter is above the limit; the main thread
+ * subtracts the size once the blob is uploaded or found to be a duplicate. Memory held in
+ * flight is thus bounded whatever the source size.
+ */
+export interface WorkerInit {
+  keys: DataKeysJson;
+  inflight: SharedArrayBuffer;
+  limitBytes: number;
+}
+
+export interface FileJob {
+  type: 'file';
+  jobId: number;
+  path: Uint8Array;
+  kind: ChunkKind;
+}
+
+export type WorkerMessage =
+  | { type: 'chunk'; jobId: number; id: Uint8Array; size: number; blob: ArrayBuffer }
+  | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string };
+
+const BUF_SIZE = 16 * 1024 * 1024;
+
+function run(port: NonNullable<typeof parentPort>): void {
+  let keys: DataKeys | undefined;
+  let chunker: Chunker | undefined;
+  let inflight: Int32Array | undefined;
+  let limit = 0;
+  const buf = Buffer.allocUnsafeSlow(BUF_SIZE);
+
+  const reserve = (n: number): void => {
+    const ia = inflight!;
+    for (;;) {
+      const cur = Atomics.load(ia, 0);
+      if (cur < limit || cur === 0) break;
+      Atomics.wait(ia, 0, cur, 100);
+    }
+    Atomics.add(ia, 0, n);
+  };
+
+  const processFile = (job: FileJob): void => {
+    let fd: number | undefined;
+    let bytes = 0;
+    try {
+      fd = fs.openSync(Buffer.from(job.path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      const st = fs.fstatSync(fd, { bigint: true });
+      if (!st.isFile()) throw Object.assign(new Error('not a regular file any more'), { code: 'ENOTREG' });
+      const maxChunk = chunker!.params.maxSize;
+      let start = 0;
+      let end = 0;
+      let eof = false;
+      for (;;) {
+        if (!eof && end - start < maxChunk) {
+          if (start > 0) {
+            buf.copyWithin(0, start, end);
+            end -= start;
+            start = 0;
+          }
+          while (end < BUF_SIZE) {
+            const n = fs.readSync(fd, buf, end, BUF_SIZE - end, null);
+            if (n === 0) {
+              eof = true;
+              break;
+            }
+            end += n;
+          }
+          continue;
+        }
+        if (start === end) break;
+        const len = chunker!.next(buf, start, end, eof);
+        const slice = buf.subarray(start, start + len);
+        const id = chunkId(keys!.idKey, slice);
+        const blob = sealChunk(keys!, id, slice, job.kind);
+        reserve(blob.length);
+        const msg: WorkerMessage = { type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer };
+        port.postMessage(msg, [blob.buffer as ArrayBuffer]);
+        start += len;
+        bytes += len;
+      }
+      const after = fs.fstatSync(fd, { bigint: true });
+      const done: WorkerMessage = { type: 'done', jobId: job.jobId, bytes, mtimeNs: after.mtimeNs.toString(), ctimeNs: after.ctimeNs.toString() };
+      port.postMessage(done);
+    } catch (err) {
+      const done: WorkerMessage = { type: 'done', jobId: job.jobId, bytes, mtimeNs: '0', ctimeNs: '0', error: errorMessage(err), errno: errnoCode(err) };
+      port.postMessage(done);
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
+    }
+  };
+
+  port.on('message', (msg: { type: 'init'; init: WorkerInit } | FileJob) => {
+    if (msg.type === 'init') {
+      keys = dataKeysFromJson(msg.init.keys);
+      chunker = new Chunker(keys.gearKey);
+      inflight = new Int32Array(msg.init.inflight);
+      limit = msg.init.limitBytes;
+      return;
+    }
+    processFile(msg);
+  });
+}
+
+if (parentPort) run(parentPort);

@@ -1,0 +1,173 @@
+#!/usr/bin/env node
+import { CairnError } from '../core/errors';
+import { formatBytes, parseCli, parseHostPort, runMain } from '../core/cli';
+import { DEFAULT_PORT, SnapshotInfo } from '../core/api';
+import { AgentHome } from './state';
+import { clientFor, pair } from './pair';
+import { backupFiles, BackupProgress } from './backup';
+import { resolveSnapshot, splitSnapshotArg } from './snapshot-ref';
+import { ChunkFetcher, matchesSubpath, openManifest, restoreSnapshot } from './restore';
+
+const USAGE = `cairn <command> [options]
+
+commands:
+  pair HOST[:PORT] --token TOKEN [--name NAME]     pair this PC with a box (checks the box's key against the token first)
+  backup PATH... [--source NAME] [--json]          back up files and directories
+  snapshots [--source NAME] [--json]               this PC's snapshots on the box
+  ls SNAPSHOT[:PATH] [--json]                      list a snapshot's contents
+  restore SNAPSHOT[:PATH] --target DIR [--json]    restore a snapshot (or part of it) into DIR
+
+SNAPSHOT is an id, a unique prefix of one, or "latest". State lives in $CAIRN_HOME
+(default ~/.config/cairn).`;
+
+function out(json: boolean, value: unknown, text: () => string): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n');
+}
+
+function progressLine(p: BackupProgress, startedAt: number): string {
+  const secs = (Date.now() - startedAt) / 1000;
+  const rate = p.bytes_read / Math.max(secs, 0.001);
+  const total = Math.max(p.estimated_total, p.bytes_scanned);
+  const pct = total > 0 ? Math.min(100, (p.bytes_scanned / total) * 100) : 0;
+  const width = 24;
+  const fill = Math.round((pct / 100) * width);
+  const eta = p.estimated_total > p.bytes_scanned && rate > 0 ? `ETA ${Math.ceil((p.estimated_total - p.bytes_scanned) / Math.max(rate, 1))}s` : '';
+  return `[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${p.files} files  ${formatBytes(p.bytes_scanned)} scanned  ${formatBytes(p.bytes_uploaded)} sent  ${(rate / 1e6).toFixed(1)} MB/s  ${eta}`;
+}
+
+async function cmdPair(args: string[]): Promise<void> {
+  const { values, positionals } = parseCli(args, { token: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' } }, 'cairn pair HOST[:PORT] --token TOKEN [--name NAME]');
+  if (positionals.length !== 1 || !values.token) throw new CairnError('CAIRN_USAGE', 'usage: cairn pair HOST[:PORT] --token TOKEN [--name NAME]');
+  const { host, port } = parseHostPort(positionals[0], DEFAULT_PORT);
+  const home = new AgentHome();
+  const c = await pair(home, { host, port, token: values.token, name: values.name });
+  out(!!values.json, { box: c.box.id, box_name: c.box.name, agent: c.agent.id, fingerprint: `sha256:${c.box.spki_sha256}` }, () =>
+    `Paired with box "${c.box.name}" (${c.box.id}) at ${host}:${port} as agent ${c.agent.id}.\nBox key pinned: sha256:${c.box.spki_sha256}`);
+}
+
+async function cmdBackup(args: string[]): Promise<number> {
+  const { values, positionals } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } }, 'cairn backup PATH... [--source NAME] [--json]');
+  if (positionals.length === 0) throw new CairnError('CAIRN_USAGE', 'usage: cairn backup PATH... [--source NAME] [--json]');
+  const threads = values.threads === undefined ? undefined : Number(values.threads);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 64)) throw new CairnError('CAIRN_USAGE', '--threads must be 1-64');
+  const home = new AgentHome();
+  const config = home.load();
+  const client = clientFor(config);
+  const tty = !values.json && process.stderr.isTTY;
+  const startedAt = Date.now();
+  try {
+    const r = await backupFiles(home, client, home.keys(config), {
+      paths: positionals,
+      source: values.source,
+      threads,
+      onProgress: tty ? (p) => process.stderr.write(`\r${progressLine(p, startedAt)}\x1b[K`) : undefined,
+    });
+    if (tty) process.stderr.write('\r\x1b[K');
+    for (const w of r.warnings) process.stderr.write(`warning: ${w.path}: ${w.message}\n`);
+    const dedup = r.bytes_read > 0 ? (1 - r.bytes_new / r.bytes_read) * 100 : 100;
+    out(!!values.json, r, () =>
+      [
+        `snapshot ${r.snapshot} of ${r.source}`,
+        `  ${r.files} files, ${r.dirs} dirs, ${formatBytes(r.bytes_scanned)} scanned, ${formatBytes(r.bytes_read)} read`,
+        `  ${r.chunks_new} new chunks, ${formatBytes(r.bytes_new)} new data, ${formatBytes(r.bytes_uploaded)} uploaded (${dedup.toFixed(1)}% of what was read deduplicated)`,
+        `  ${r.duration_s.toFixed(2)} s${r.warnings.length ? `, ${r.warnings.length} warnings` : ''}`,
+      ].join('\n'));
+    return r.warnings.length ? 3 : 0;
+  } finally {
+    client.close();
+  }
+}
+
+async function cmdSnapshots(args: string[]): Promise<void> {
+  const { values } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' } }, 'cairn snapshots [--source NAME] [--json]');
+  const home = new AgentHome();
+  const client = clientFor(home.load());
+  try {
+    const q = values.source ? `?source=${encodeURIComponent(values.source)}` : '';
+    const list = await client.json<SnapshotInfo[]>('GET', `/v1/snapshots${q}`);
+    out(!!values.json, list, () =>
+      list.length === 0
+        ? '(no snapshots)'
+        : list.map((s) => `${s.id}  ${s.created}  ${String(s.stats.files).padStart(7)} files  ${formatBytes(s.stats.bytes_scanned).padStart(10)}  ${s.source}`).join('\n'));
+  } finally {
+    client.close();
+  }
+}
+
+function modeString(type: string, mode: number): string {
+  const t = type === 'dir' ? 'd' : type === 'symlink' ? 'l' : type === 'hardlink' ? 'h' : '-';
+  const bits = 'rwxrwxrwx';
+  let s = t;
+  for (let i = 0; i < 9; i++) s += mode & (1 << (8 - i)) ? bits[i] : '-';
+  return s;
+}
+
+async function cmdLs(args: string[]): Promise<void> {
+  const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' } }, 'cairn ls SNAPSHOT[:PATH] [--json]');
+  if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn ls SNAPSHOT[:PATH] [--json]');
+  const { ref, subpath } = splitSnapshotArg(positionals[0]);
+  const home = new AgentHome();
+  const config = home.load();
+  const client = clientFor(config);
+  try {
+    const snap = await resolveSnapshot(client, ref, values.source);
+    const { entries } = await openManifest(new ChunkFetcher(client, home.keys(config), snap.id), snap);
+    const sub = subpath ? Buffer.from(subpath) : undefined;
+    const rows: Record<string, unknown>[] = [];
+    for await (const e of entries) {
+      if (!matchesSubpath(e.path, sub)) continue;
+      const mtime = new Date(Number(e.mtimeNs / 1000000n)).toISOString();
+      if (values.json) rows.push({ path: e.path.toString(), type: e.type, mode: e.mode, size: e.size, mtime, target: e.target?.toString() });
+      else process.stdout.write(`${modeString(e.type, e.mode)} ${String(e.size).padStart(12)} ${mtime} ${e.path.toString()}${e.target ? ` -> ${e.target.toString()}` : ''}\n`);
+    }
+    if (values.json) out(true, { snapshot: snap.id, entries: rows }, () => '');
+  } finally {
+    client.close();
+  }
+}
+
+async function cmdRestore(args: string[]): Promise<number> {
+  const { values, positionals } = parseCli(args, { target: { type: 'string' }, json: { type: 'boolean' }, source: { type: 'string' } }, 'cairn restore SNAPSHOT[:PATH] --target DIR [--json]');
+  if (positionals.length !== 1 || !values.target) throw new CairnError('CAIRN_USAGE', 'usage: cairn restore SNAPSHOT[:PATH] --target DIR [--json]');
+  const { ref, subpath } = splitSnapshotArg(positionals[0]);
+  const home = new AgentHome();
+  const config = home.load();
+  const client = clientFor(config);
+  try {
+    const snap = await resolveSnapshot(client, ref, values.source);
+    const r = await restoreSnapshot(client, home.keys(config), snap, { target: values.target, subpath });
+    for (const f of r.failures) process.stderr.write(`error: ${f.path}: ${f.message}\n`);
+    out(!!values.json, r, () =>
+      `restored snapshot ${r.snapshot}${subpath ? `:${subpath}` : ''} to ${values.target}: ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${r.hardlinks} hard links, ${formatBytes(r.bytes)} in ${r.duration_s.toFixed(2)} s` +
+        (r.failed ? `\n${r.failed} entries FAILED (listed above); everything else was restored` : ''));
+    return r.failed ? 1 : 0;
+  } finally {
+    client.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number | void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'pair':
+      return cmdPair(rest);
+    case 'backup':
+      return cmdBackup(rest);
+    case 'snapshots':
+      return cmdSnapshots(rest);
+    case 'ls':
+      return cmdLs(rest);
+    case 'restore':
+      return cmdRestore(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE + '\n');
+      return;
+    default:
+      throw new CairnError('CAIRN_USAGE', `unknown command "${cmd}"\nusage: ${USAGE}`);
+  }
+}
+
+runMain(main);

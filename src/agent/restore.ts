@@ -1,0 +1,305 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { CairnError, errnoCode, errorMessage } from '../core/errors';
+import { openChunk } from '../core/chunk-codec';
+import { chunkRefs, ManifestEntry, ManifestHeader, readManifest } from '../core/manifest';
+import { DataKeys } from '../core/keys';
+import { SnapshotInfo } from '../core/api';
+import { BoxClient } from './box-client';
+
+/**
+ * Restore. Every chunk is authenticated and its id recomputed before a byte of it is written;
+ * a file that meets a bad or missing chunk is removed and reported, and the rest goes on.
+ *
+ * Path safety: every manifest path is relative with no '..' (checked by the manifest
+ * reader), every parent directory under the target is created or checked by lstat to be a
+ * real directory (never a symlink), and files are created with O_EXCL|O_NOFOLLOW after any
+ * existing non-directory entry at that name is unlinked, so nothing is written outside the
+ * target or through an existing symlink.
+ */
+export interface RestoreOptions {
+  target?: string;
+  subpath?: string;
+  /** fetch and check everything but write nothing */
+  verifyOnly?: boolean;
+  concurrency?: number;
+  onProgress?: (p: RestoreProgress) => void;
+}
+
+export interface RestoreProgress {
+  files: number;
+  dirs: number;
+  bytes: number;
+  failed: number;
+}
+
+export interface RestoreResult extends RestoreProgress {
+  snapshot: string;
+  symlinks: number;
+  hardlinks: number;
+  duration_s: number;
+  failures: { path: string; message: string }[];
+}
+
+class Semaphore {
+  private waiters: (() => void)[] = [];
+  constructor(private free: number) {}
+  async acquire(): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return;
+    }
+    await new Promise<void>((r) => this.waiters.push(r));
+  }
+  release(): void {
+    const w = this.waiters.shift();
+    if (w) w();
+    else this.free++;
+  }
+}
+
+export class ChunkFetcher {
+  constructor(private readonly client: BoxClient, private readonly keys: DataKeys, private readonly snapshot: string) {}
+
+  async get(id: Buffer): Promise<Buffer> {
+    const blob = await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`);
+    return openChunk(this.keys, id, blob);
+  }
+}
+
+/** Streams the decrypted manifest of a snapshot (one chunk prefetched). */
+export async function openManifest(fetcher: ChunkFetcher, snap: SnapshotInfo): Promise<{ header: ManifestHeader; entries: AsyncGenerator<ManifestEntry> }> {
+  async function* bytes(): AsyncGenerator<Buffer> {
+    let next: Promise<Buffer> | undefined;
+    for (let i = 0; i < snap.manifest.length; i++) {
+      const cur = next ?? fetcher.get(Buffer.from(snap.manifest[i].id, 'hex'));
+      next = i + 1 < snap.manifest.length ? fetcher.get(Buffer.from(snap.manifest[i + 1].id, 'hex')) : undefined;
+      next?.catch(() => undefined);
+      yield await cur;
+    }
+  }
+  return readManifest(bytes());
+}
+
+export function matchesSubpath(p: Buffer, sub: Buffer | undefined): boolean {
+  if (!sub) return true;
+  return p.equals(sub) || (p.length > sub.length && p[sub.length] === 0x2f && p.subarray(0, sub.length).equals(sub));
+}
+
+class TargetTree {
+  private readonly verified = new Set<string>();
+  constructor(readonly root: string) {}
+
+  abs(rel: Buffer): Buffer {
+    return Buffer.concat([Buffer.from(this.root), Buffer.from('/'), rel]);
+  }
+
+  /** Makes sure every directory from the root down to `rel` is a real directory (created 0700 when absent). */
+  async ensureDir(rel: Buffer): Promise<void> {
+    let i = 0;
+    while (i <= rel.length) {
+      let j = rel.indexOf(0x2f, i);
+      if (j < 0) j = rel.length;
+      const prefix = rel.subarray(0, j);
+      const key = prefix.toString('latin1');
+      if (!this.verified.has(key)) {
+        const abs = this.abs(prefix);
+        let st: fs.Stats | undefined;
+        try {
+          st = await fs.promises.lstat(abs);
+        } catch (err) {
+          if (errnoCode(err) !== 'ENOENT') throw err;
+        }
+        if (!st) {
+          try {
+            await fs.promises.mkdir(abs, { mode: 0o700 });
+          } catch (err) {
+            if (errnoCode(err) !== 'EEXIST') throw err;
+            if (!(await fs.promises.lstat(abs)).isDirectory()) throw unsafe(prefix);
+          }
+        } else if (!st.isDirectory()) {
+          throw unsafe(prefix);
+        }
+        this.verified.add(key);
+      }
+      i = j + 1;
+    }
+  }
+
+  async ensureParent(rel: Buffer): Promise<void> {
+    const k = rel.lastIndexOf(0x2f);
+    if (k > 0) await this.ensureDir(rel.subarray(0, k));
+  }
+
+  /** Removes an existing non-directory at rel (a symlink there is removed, never followed). */
+  async clear(rel: Buffer): Promise<void> {
+    const abs = this.abs(rel);
+    let st: fs.Stats;
+    try {
+      st = await fs.promises.lstat(abs);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    if (st.isDirectory()) throw new CairnError('CAIRN_RESTORE_FAILED', `${abs.toString()} is an existing directory; not replacing it with a file`);
+    await fs.promises.unlink(abs);
+  }
+}
+
+function unsafe(rel: Buffer): CairnError {
+  return new CairnError('CAIRN_RESTORE_UNSAFE_PATH', `refusing to restore under ${rel.toString()}: it exists in the target and is not a real directory (a symlink or a file)`);
+}
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+function nsToSeconds(ns: bigint): number {
+  return Number(ns / 1000n) / 1e6;
+}
+
+export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: SnapshotInfo, opts: RestoreOptions): Promise<RestoreResult> {
+  const started = Date.now();
+  const fetcher = new ChunkFetcher(client, keys, snap.id);
+  const sub = opts.subpath ? Buffer.from(opts.subpath) : undefined;
+  const verifyOnly = !!opts.verifyOnly;
+  if (!verifyOnly && !opts.target) throw new CairnError('CAIRN_USAGE', 'restore needs --target DIR');
+  const target = verifyOnly ? '' : path.resolve(opts.target!);
+  if (!verifyOnly) fs.mkdirSync(target, { recursive: true, mode: 0o700 });
+  const tree = new TargetTree(target);
+  const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
+  const dirs: ManifestEntry[] = [];
+  const linkTargets = new Map<string, Promise<boolean>>();
+  const slots = new Semaphore(opts.concurrency ?? 16);
+  const inflightFiles = new Set<Promise<void>>();
+  const fail = (e: ManifestEntry, err: unknown): void => {
+    r.failed++;
+    if (r.failures.length < 1000) r.failures.push({ path: e.path.toString(), message: errorMessage(err) });
+  };
+  const progressTimer = opts.onProgress ? setInterval(() => opts.onProgress!({ files: r.files, dirs: r.dirs, bytes: r.bytes, failed: r.failed }), 250) : undefined;
+
+  const restoreFile = async (e: ManifestEntry, created: (ok: boolean) => void): Promise<void> => {
+    const refs = [...chunkRefs(e.chunks ?? Buffer.alloc(0))];
+    let fh: fs.promises.FileHandle | undefined;
+    const abs = verifyOnly ? Buffer.alloc(0) : tree.abs(e.path);
+    const fetches: Promise<Buffer>[] = [];
+    let launched = 0;
+    let consumed = 0;
+    let aborted = false;
+    let wake: (() => void) | undefined;
+    try {
+      if (!verifyOnly) {
+        await tree.ensureParent(e.path);
+        await tree.clear(e.path);
+        fh = await fs.promises.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+      }
+      created(true);
+      // Fetch ahead under the shared slot limit (each fetched chunk holds a slot until written); write strictly in order.
+      void (async () => {
+        while (launched < refs.length && !aborted) {
+          await slots.acquire();
+          if (aborted) {
+            slots.release();
+            return;
+          }
+          const p = fetcher.get(refs[launched].id);
+          p.catch(() => undefined);
+          fetches.push(p);
+          launched++;
+          wake?.();
+        }
+      })();
+      let pos = 0;
+      for (let i = 0; i < refs.length; i++) {
+        while (fetches.length <= i) await new Promise<void>((res) => (wake = res));
+        let data: Buffer;
+        try {
+          data = await fetches[i];
+        } finally {
+          consumed++;
+          slots.release();
+        }
+        if (data.length !== refs[i].size) throw new CairnError('CAIRN_RESTORE_FAILED', 'chunk size does not match the manifest');
+        if (fh) await fh.write(data, 0, data.length, pos);
+        pos += data.length;
+        r.bytes += data.length;
+      }
+      if (fh) {
+        await fh.truncate(pos);
+        if (isRoot) await fh.chown(e.uid, e.gid).catch(() => undefined);
+        await fh.chmod(e.mode);
+        await fh.close();
+        fh = undefined;
+        await fs.promises.utimes(abs, nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
+      }
+      r.files++;
+    } catch (err) {
+      created(false);
+      aborted = true;
+      for (let k = consumed; k < launched; k++) slots.release();
+      if (fh) {
+        await fh.close().catch(() => undefined);
+        await fs.promises.unlink(abs).catch(() => undefined);
+      }
+      if (!verifyOnly && CairnError.is(err) && err.code.startsWith('CAIRN_CHUNK')) {
+        err = new CairnError('CAIRN_RESTORE_FAILED', `not restored: ${errorMessage(err)}`);
+      }
+      fail(e, err);
+    }
+  };
+
+  try {
+    const { entries } = await openManifest(fetcher, snap);
+    for await (const e of entries) {
+      if (!matchesSubpath(e.path, sub)) continue;
+      try {
+        if (e.type === 'dir') {
+          if (!verifyOnly) await tree.ensureDir(e.path);
+          dirs.push(e);
+          r.dirs++;
+        } else if (e.type === 'symlink') {
+          if (!verifyOnly) {
+            await tree.ensureParent(e.path);
+            await tree.clear(e.path);
+            const abs = tree.abs(e.path);
+            await fs.promises.symlink(e.target!, abs);
+            if (isRoot) await fs.promises.lchown(abs, e.uid, e.gid).catch(() => undefined);
+            await fs.promises.lutimes(abs, nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
+          }
+          r.symlinks++;
+        } else if (e.type === 'hardlink' && !verifyOnly && linkTargets.has(e.target!.toString('latin1')) && (await linkTargets.get(e.target!.toString('latin1')))) {
+          await tree.ensureParent(e.path);
+          await tree.clear(e.path);
+          await fs.promises.link(tree.abs(e.target!), tree.abs(e.path));
+          r.hardlinks++;
+        } else {
+          let created: (ok: boolean) => void = () => undefined;
+          // Only files that other entries hard-link to need remembering.
+          if (e.linked) linkTargets.set(e.path.toString('latin1'), new Promise<boolean>((res) => (created = res)));
+          const p: Promise<void> = restoreFile(e, created).finally(() => inflightFiles.delete(p));
+          inflightFiles.add(p);
+          if (inflightFiles.size >= 32) await Promise.race(inflightFiles);
+        }
+      } catch (err) {
+        fail(e, err);
+      }
+    }
+    await Promise.all(inflightFiles);
+    if (!verifyOnly) {
+      // Directory modes and times last, deepest first, so restoring children did not disturb them.
+      for (let i = dirs.length - 1; i >= 0; i--) {
+        const d = dirs[i];
+        const abs = tree.abs(d.path);
+        try {
+          if (isRoot) await fs.promises.lchown(abs, d.uid, d.gid).catch(() => undefined);
+          await fs.promises.chmod(abs, d.mode);
+          await fs.promises.utimes(abs, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
+        } catch (err) {
+          fail(d, err);
+        }
+      }
+    }
+  } finally {
+    if (progressTimer) clearInterval(progressTimer);
+  }
+  r.duration_s = (Date.now() - started) / 1000;
+  return r;
+}

@@ -1,0 +1,105 @@
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { ChunkKind } from '../core/chunk-codec';
+import { DataKeys, dataKeysToJson } from '../core/keys';
+import type { FileJob, WorkerInit, WorkerMessage } from './chunk-worker';
+
+export interface ChunkOut {
+  id: Buffer;
+  size: number;
+  blob: Buffer;
+}
+
+export interface FileResult {
+  bytes: number;
+  mtimeNs: string;
+  ctimeNs: string;
+  error?: string;
+  errno?: string;
+}
+
+interface Pending {
+  onChunk: (c: ChunkOut) => void;
+  resolve: (r: FileResult) => void;
+  worker: number;
+}
+
+/**
+ * A pool of chunk workers (one per core by default). Files are handed to the least busy
+ * worker; chunks stream back through `onChunk` in file order. `release(bytes)` must be called
+ * for every chunk once its blob is no longer needed (the back-pressure contract of chunk-worker).
+ */
+export class WorkerPool {
+  private readonly workers: Worker[] = [];
+  private readonly busy: number[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private readonly inflight: Int32Array;
+  private nextJob = 1;
+  private failed: Error | undefined;
+
+  constructor(keys: DataKeys, opts: { threads?: number; inflightLimitBytes?: number } = {}) {
+    const threads = opts.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
+    const sab = new SharedArrayBuffer(4);
+    this.inflight = new Int32Array(sab);
+    const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 64 * 1024 * 1024 };
+    for (let i = 0; i < threads; i++) {
+      const w = new Worker(path.join(__dirname, 'chunk-worker.js'));
+      w.postMessage({ type: 'init', init });
+      w.on('message', (m: WorkerMessage) => this.onMessage(m));
+      w.on('error', (err) => this.fail(err));
+      w.on('exit', (code) => {
+        if (code !== 0) this.fail(new Error(`chunk worker exited with code ${code}`));
+      });
+      this.workers.push(w);
+      this.busy.push(0);
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failed = err;
+    for (const [id, p] of this.pending) {
+      p.resolve({ bytes: 0, mtimeNs: '0', ctimeNs: '0', error: `chunk worker failed: ${err.message}` });
+      this.pending.delete(id);
+    }
+  }
+
+  private onMessage(m: WorkerMessage): void {
+    const p = this.pending.get(m.jobId);
+    if (!p) return;
+    if (m.type === 'chunk') {
+      p.onChunk({ id: Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength), size: m.size, blob: Buffer.from(m.blob) });
+    } else {
+      this.pending.delete(m.jobId);
+      this.busy[p.worker]--;
+      p.resolve({ bytes: m.bytes, mtimeNs: m.mtimeNs, ctimeNs: m.ctimeNs, error: m.error, errno: m.errno });
+    }
+  }
+
+  /** Chunks one file. Resolves when the worker has posted its last chunk. */
+  chunkFile(filePath: Buffer, kind: ChunkKind, onChunk: (c: ChunkOut) => void): Promise<FileResult> {
+    if (this.failed) return Promise.reject(this.failed);
+    let w = 0;
+    for (let i = 1; i < this.busy.length; i++) if (this.busy[i] < this.busy[w]) w = i;
+    const jobId = this.nextJob++;
+    this.busy[w]++;
+    return new Promise<FileResult>((resolve) => {
+      this.pending.set(jobId, { onChunk, resolve, worker: w });
+      const job: FileJob = { type: 'file', jobId, path: filePath, kind };
+      this.workers[w].postMessage(job);
+    });
+  }
+
+  get queued(): number {
+    return this.pending.size;
+  }
+
+  release(bytes: number): void {
+    Atomics.sub(this.inflight, 0, bytes);
+    Atomics.notify(this.inflight, 0);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}

@@ -1,0 +1,94 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { CAIRN, CAIRND, Daemon, run, RunResult, runJson, startDaemon } from '../../scripts/lib/procs';
+import { AgentHome, AgentConfig } from '../../src/agent/state';
+import { clientFor } from '../../src/agent/pair';
+import { BoxClient } from '../../src/agent/box-client';
+
+/** A real box (cairnd process) and a real agent home in a temp dir, for integration tests. */
+export class Harness {
+  readonly work: string;
+  readonly data: string;
+  readonly home: string;
+  daemon: Daemon | undefined;
+
+  constructor(name = 'cairn-it') {
+    this.work = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
+    this.data = path.join(this.work, 'box');
+    this.home = path.join(this.work, 'agent');
+  }
+
+  get env(): NodeJS.ProcessEnv {
+    return { CAIRN_HOME: this.home, CAIRN_LOG_LEVEL: 'info' };
+  }
+
+  path(...p: string[]): string {
+    return path.join(this.work, ...p);
+  }
+
+  async init(name = 'test-box'): Promise<{ box: string; recovery_key: string; fingerprint: string }> {
+    return runJson(CAIRND, ['init', '--data', this.data, '--name', name], this.env);
+  }
+
+  async start(): Promise<Daemon> {
+    this.daemon = await startDaemon(this.data, { env: this.env });
+    return this.daemon;
+  }
+
+  async token(ttl = '10m'): Promise<string> {
+    return (await runJson<{ token: string }>(CAIRND, ['token', 'create', '--data', this.data, '--ttl', ttl], this.env)).token;
+  }
+
+  /** init + serve + token + pair */
+  async up(): Promise<this> {
+    await this.init();
+    await this.start();
+    const r = await this.cairn(['pair', this.daemon!.address, '--token', await this.token(), '--name', 'test-pc']);
+    if (r.code !== 0) throw new Error(`pair failed: ${r.stderr}`);
+    return this;
+  }
+
+  cairn(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
+    return run(CAIRN, args, { ...this.env, ...env });
+  }
+
+  cairnJson<T>(args: string[]): Promise<T> {
+    return runJson<T>(CAIRN, args, this.env);
+  }
+
+  cairnd(args: string[]): Promise<RunResult> {
+    return run(CAIRND, args, this.env);
+  }
+
+  cairndJson<T>(args: string[]): Promise<T> {
+    return runJson<T>(CAIRND, [...args, '--data', this.data], this.env);
+  }
+
+  agentConfig(): AgentConfig {
+    return new AgentHome(this.home).load();
+  }
+
+  client(): BoxClient {
+    return clientFor(this.agentConfig());
+  }
+
+  /** Every file under the box's chunk store, with size (to prove "nothing changed"). */
+  storeListing(): string[] {
+    const out: string[] = [];
+    const walk = (d: string): void => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else out.push(`${path.relative(this.data, p)}:${fs.statSync(p).size}`);
+      }
+    };
+    for (const sub of ['chunks', 'refs']) if (fs.existsSync(path.join(this.data, sub))) walk(path.join(this.data, sub));
+    return out.sort();
+  }
+
+  async close(): Promise<void> {
+    if (this.daemon) await this.daemon.stop();
+    fs.rmSync(this.work, { recursive: true, force: true });
+  }
+}

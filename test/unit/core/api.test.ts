@@ -1,0 +1,63 @@
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { decodeCommit, decodeIdList, decodeUploadBatch, encodeCommit, encodeUploadBatch, sortUniqueIds } from '../../../src/core/api';
+import { CairnError } from '../../../src/core/errors';
+import { parseDuration, parseHostPort } from '../../../src/core/cli';
+
+function onlyCairnErrors(fn: () => unknown): void {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).to.be.instanceOf(CairnError);
+  }
+}
+
+describe('core/api codecs', () => {
+  it('upload batches round-trip and reject truncation at every length', () => {
+    const items = [{ id: Buffer.alloc(32, 1), blob: Buffer.alloc(70, 2) }, { id: Buffer.alloc(32, 3), blob: Buffer.alloc(5, 4) }];
+    const body = Buffer.concat(encodeUploadBatch(items));
+    const back = decodeUploadBatch(body);
+    expect(back.map((b) => b.blob.length)).to.deep.equal([70, 5]);
+    for (let n = 0; n < body.length; n++) {
+      if (n === 32 + 4 + 70) continue; // a whole first frame is a valid batch
+      expect(() => decodeUploadBatch(body.subarray(0, n))).to.throw(CairnError);
+    }
+  });
+
+  it('commits round-trip; malformed headers are rejected', () => {
+    const refs = Buffer.alloc(64, 7);
+    const c = { source: 'docs', host: 'pc', manifest: [{ id: 'a'.repeat(64), size: 10 }], stats: { files: 1, dirs: 0, bytes_scanned: 1, bytes_read: 1, bytes_new: 1, bytes_uploaded: 1, chunks_new: 1, duration_s: 0.1 } };
+    const back = decodeCommit(Buffer.concat(encodeCommit(c, refs)));
+    expect(back.commit).to.deep.equal(c);
+    expect(back.refs.length).to.equal(64);
+    const bad = [{ ...c, source: '' }, { ...c, manifest: [] }, { ...c, manifest: [{ id: 'zz', size: 1 }] }, { ...c, source: 'a\u0000b' }];
+    for (const b of bad) expect(() => decodeCommit(Buffer.concat(encodeCommit(b, refs)))).to.throw(CairnError);
+    expect(() => decodeCommit(Buffer.concat(encodeCommit(c, Buffer.alloc(33))))).to.throw(CairnError, /whole number/);
+  });
+
+  it('property: random bodies never crash any decoder', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (a) => {
+      const b = Buffer.from(a);
+      onlyCairnErrors(() => decodeUploadBatch(b));
+      onlyCairnErrors(() => decodeCommit(b));
+      onlyCairnErrors(() => decodeIdList(b, 4));
+    }), { numRuns: 500 });
+  });
+
+  it('sortUniqueIds sorts and removes duplicates', () => {
+    const ids = [Buffer.alloc(32, 3), Buffer.alloc(32, 1), Buffer.alloc(32, 3), Buffer.alloc(32, 2)];
+    const out = sortUniqueIds(Buffer.concat(ids));
+    expect(out.length).to.equal(96);
+    expect([out[0], out[32], out[64]]).to.deep.equal([1, 2, 3]);
+  });
+
+  it('CLI value parsers reject nonsense', () => {
+    expect(parseDuration('90s')).to.equal(90_000);
+    expect(parseDuration('2h')).to.equal(7_200_000);
+    for (const d of ['', 'abc', '-1h', '0s', '999d']) expect(() => parseDuration(d)).to.throw(CairnError);
+    expect(parseHostPort('box.local:9000', 8443)).to.deep.equal({ host: 'box.local', port: 9000 });
+    expect(parseHostPort('[::1]:1', 8443)).to.deep.equal({ host: '::1', port: 1 });
+    expect(parseHostPort('10.0.0.2', 8443)).to.deep.equal({ host: '10.0.0.2', port: 8443 });
+    for (const h of ['a:b', 'a:99999', 'a b', '']) expect(() => parseHostPort(h, 8443)).to.throw(CairnError);
+  });
+});

@@ -1,0 +1,96 @@
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { randomBytes } from 'node:crypto';
+import { Chunker, DEFAULT_CHUNKER } from '../../../src/core/chunker';
+import { Prng } from '../../../scripts/lib/sample';
+
+const KEY_A = Buffer.alloc(32, 1);
+const KEY_B = Buffer.alloc(32, 2);
+
+function boundaries(lengths: number[]): number[] {
+  const out: number[] = [];
+  let pos = 0;
+  for (const l of lengths) out.push((pos += l));
+  return out;
+}
+
+describe('core/chunker', () => {
+  const data = new Prng('chunker-test').bytes(24 * 1024 * 1024);
+
+  it('is deterministic for one key and differs between keys', () => {
+    const a1 = new Chunker(KEY_A).split(data);
+    const a2 = new Chunker(KEY_A).split(data);
+    const b = new Chunker(KEY_B).split(data);
+    expect(a1).to.deep.equal(a2);
+    expect(a1).to.not.deep.equal(b);
+  });
+
+  it('holds its bounds and averages about 1 MiB', () => {
+    const lengths = new Chunker(KEY_A).split(data);
+    const { minSize, maxSize } = DEFAULT_CHUNKER;
+    lengths.slice(0, -1).forEach((l) => expect(l).to.be.within(minSize, maxSize));
+    expect(lengths[lengths.length - 1]).to.be.at.most(maxSize);
+    const avg = data.length / lengths.length;
+    expect(avg).to.be.within(700 * 1024, 1600 * 1024);
+  });
+
+  it('cuts at maxSize on data without boundaries (all zeros)', () => {
+    const zeros = Buffer.alloc(10 * 1024 * 1024);
+    const lengths = new Chunker(KEY_A).split(zeros);
+    expect(lengths.slice(0, -1).every((l) => l === DEFAULT_CHUNKER.maxSize || l >= DEFAULT_CHUNKER.minSize)).to.equal(true);
+    expect(lengths.reduce((a, b) => a + b, 0)).to.equal(zeros.length);
+  });
+
+  it('resynchronises after an insertion: boundaries after the edit are the same, shifted', () => {
+    const c = new Chunker(KEY_A);
+    const before = boundaries(c.split(data));
+    const at = 5 * 1024 * 1024 + 12345;
+    const insert = randomBytes(777);
+    const edited = Buffer.concat([data.subarray(0, at), insert, data.subarray(at)]);
+    const after = boundaries(c.split(edited));
+    const shiftedAfter = new Set(after.filter((b) => b > at + insert.length).map((b) => b - insert.length));
+    const beforeLate = before.filter((b) => b > at + 5 * 1024 * 1024);
+    expect(beforeLate.length).to.be.greaterThan(5);
+    beforeLate.forEach((b) => expect(shiftedAfter.has(b), `boundary ${b}`).to.equal(true));
+    // boundaries before the edit are untouched
+    before.filter((b) => b < at - 1).forEach((b) => expect(after).to.include(b));
+  });
+
+  it('gives the same cuts whatever the read sizes (streaming == whole buffer)', () => {
+    const c = new Chunker(KEY_A);
+    const whole = c.split(data.subarray(0, 12 * 1024 * 1024));
+    // emulate a reader that sees the data through a window of maxSize + some bytes
+    const input = data.subarray(0, 12 * 1024 * 1024);
+    const streamed: number[] = [];
+    let start = 0;
+    let end = Math.min(input.length, DEFAULT_CHUNKER.maxSize + 1000);
+    while (start < input.length) {
+      const eof = end === input.length;
+      const len = c.next(input, start, end, eof);
+      if (len === 0) {
+        end = Math.min(input.length, end + 300_000);
+        continue;
+      }
+      streamed.push(len);
+      start += len;
+      end = Math.min(input.length, Math.max(end, start + DEFAULT_CHUNKER.maxSize + 1000));
+    }
+    expect(streamed).to.deep.equal(whole);
+  });
+
+  it('property: chunk lengths always sum to the input and stay in bounds (small bounds)', () => {
+    const small = { minSize: 64, avgSize: 256, maxSize: 1024 };
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 20000 }), (arr) => {
+        const lengths = new Chunker(KEY_A, small).split(arr);
+        expect(lengths.reduce((a, b) => a + b, 0)).to.equal(arr.length);
+        lengths.slice(0, -1).forEach((l) => expect(l).to.be.within(small.minSize, small.maxSize));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('rejects impossible bounds', () => {
+    expect(() => new Chunker(KEY_A, { minSize: 10, avgSize: 5, maxSize: 20 })).to.throw(/invalid chunker bounds/);
+  });
+});
