@@ -57,7 +57,7 @@ async function main(): Promise<number> {
       say(`1. generated a sample tree: ${s.files} files, ${formatBytes(s.bytes)} (text, binaries, duplicates, small files, links, odd names)`);
     }
 
-    const init = await runJson<{ box: string; fingerprint: string }>(CAIRND, ['init', '--data', data, '--name', 'demo-box'], env);
+    const init = await runJson<{ box: string; fingerprint: string }>(CAIRND, ['init', '--data', data, '--name', 'demo-box', '--hw', 'simulated'], env);
     say(`2. activated box ${init.box} (${init.fingerprint.slice(0, 23)}…); recovery key generated and shown once (hidden here)`);
     daemon = await startDaemon(data, { env });
     say(`3. cairnd serving HTTPS (TLS 1.3 only) on ${daemon.address}`);

@@ -4,17 +4,61 @@ import { Catalog } from './store/catalog';
 import { LocalBlobStore } from './store/blob-store';
 import { ChunkStore } from './store/chunk-store';
 import { DataKeys, deriveDataKeys } from '../core/keys';
+import fs from 'node:fs';
+import { CairnError } from '../core/errors';
+import { createHardware, Hardware, HwProfile } from '../hw';
+import { writeFileDurable } from './store/durable';
+
+export const HW_PROFILE_NAMES: readonly HwProfile[] = ['linux', 'raspberry-pi', 'simulated'];
+
+/** Non-secret box settings (config.json). */
+export interface BoxConfig {
+  format: 1;
+  hw_profile: HwProfile;
+}
+
+export function readBoxConfig(dir: DataDir): BoxConfig {
+  let c: Partial<BoxConfig> = {};
+  try {
+    c = JSON.parse(fs.readFileSync(dir.config, 'utf8')) as Partial<BoxConfig>;
+  } catch {
+    /* absent: defaults */
+  }
+  const env = process.env.CAIRN_HW_PROFILE;
+  const profile = (env ?? c.hw_profile ?? 'linux') as HwProfile;
+  if (!HW_PROFILE_NAMES.includes(profile)) throw new CairnError('CAIRN_USAGE', `hardware profile "${profile}" is not one of ${HW_PROFILE_NAMES.join(', ')}`);
+  return { format: 1, hw_profile: profile };
+}
+
+export function writeBoxConfig(dir: DataDir, c: BoxConfig): void {
+  writeFileDurable(dir.config, JSON.stringify(c, null, 2) + '\n', 0o644);
+}
 
 /** An opened box: identity, keys, catalog and chunk store over one data directory. Only `main` wires it. */
 export class Box {
   readonly keys: DataKeys;
   readonly blobs: LocalBlobStore;
   readonly store: ChunkStore;
+  readonly config: BoxConfig;
+  /** The hardware layer when this process watches it (cairnd serve); undefined in one-shot admin commands. */
+  hw: Hardware | undefined;
 
   private constructor(readonly dir: DataDir, readonly identity: BoxIdentity, readonly catalog: Catalog) {
     this.keys = deriveDataKeys(identity.masterKey);
     this.blobs = new LocalBlobStore(dir.chunks, dir.tmp);
     this.store = new ChunkStore(this.blobs, catalog, this.keys, dir.refs, dir.tmp);
+    this.config = readBoxConfig(dir);
+  }
+
+  /** Hardware status: from the watching instance, or a one-shot read. */
+  async hardwareStatus(): Promise<unknown> {
+    if (this.hw) return this.hw.status();
+    const hw = createHardware({ profile: this.config.hw_profile, stateDir: this.dir.root });
+    try {
+      return await hw.status();
+    } finally {
+      hw.stop();
+    }
   }
 
   static open(root: string): Box {
@@ -24,6 +68,7 @@ export class Box {
   }
 
   close(): void {
+    this.hw?.stop();
     this.catalog.close();
   }
 }

@@ -3,6 +3,7 @@ import path from 'node:path';
 /**
  * Layout of a box's data directory. Every path cairnd touches under --data comes from here.
  *
+ *   config.json       box settings that are not secret (hardware profile)
  *   keys.json         master key, escrow key, box id (0600) — on the appliance this directory
  *                     lives on the state partition; the data array holds only chunks/refs
  *   tls/key.pem       TLS private key (0600); tls/cert.pem self-signed certificate
@@ -16,6 +17,7 @@ import path from 'node:path';
 export class DataDir {
   constructor(readonly root: string) {}
   get keys(): string { return path.join(this.root, 'keys.json'); }
+  get config(): string { return path.join(this.root, 'config.json'); }
   get tlsDir(): string { return path.join(this.root, 'tls'); }
   get tlsKey(): string { return path.join(this.root, 'tls', 'key.pem'); }
   get tlsCert(): string { return path.join(this.root, 'tls', 'cert.pem'); }

@@ -7,7 +7,8 @@ import { createLogger } from '../core/log';
 import { DataDir } from './data-dir';
 import { fingerprint, initIdentity } from './identity';
 import { adminCall, listenAdminSocket } from './admin/admin-socket';
-import { Box } from './box';
+import { Box, HW_PROFILE_NAMES, writeBoxConfig } from './box';
+import { createHardware, HwProfile, runHwCommand } from '../hw';
 import { ApiServer } from './api/server';
 import { DEFAULT_PORT } from '../core/api';
 import { writeFileDurable } from './store/durable';
@@ -15,14 +16,17 @@ import { writeFileDurable } from './store/durable';
 const USAGE = `cairnd <command> --data DIR [options]
 
 commands:
-  init --data DIR [--name NAME] [--json]          activate a box: master key, TLS identity, recovery key (shown once)
+  init --data DIR [--name NAME] [--hw PROFILE] [--json]
+                                                  activate a box: master key, TLS identity, recovery key (shown once);
+                                                  PROFILE is linux (default), raspberry-pi or simulated
   serve --data DIR [--listen HOST:PORT]           serve agents over HTTPS (TLS 1.3; default port ${DEFAULT_PORT})
   token create --data DIR [--ttl 1h] [--json]     a one-time pairing token for an agent
   tokens --data DIR [--json]                      pairing tokens and their state
   agents --data DIR [--json]                      paired agents
   revoke --data DIR AGENT [--json]                revoke an agent's credential
   snapshots --data DIR [--agent A] [--source S] [--json]
-  status --data DIR [--json]                      the box's identity and store figures
+  status --data DIR [--json]                      the box's identity, store figures, disks, RAID and LED state
+  hw status|simulate ... --data DIR [--json]      hardware layer; \`cairnd hw simulate fail-disk 1\` drives the simulated profile
 
 --data defaults to $CAIRN_DATA. Admin commands work whether or not \`cairnd serve\` runs
 (they go through its local admin socket when it does).`;
@@ -38,13 +42,17 @@ function print(json: boolean, value: unknown, text: () => string): void {
 }
 
 async function cmdInit(args: string[]): Promise<void> {
-  const { values } = parseCli(args, { data: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, json: { type: 'boolean' } }, 'cairnd init --data DIR [--name NAME] [--json]');
+  const { values } = parseCli(args, { data: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, hw: { type: 'string' }, json: { type: 'boolean' } }, 'cairnd init --data DIR [--name NAME] [--hw PROFILE] [--json]');
+  const hw = (values.hw ?? 'linux') as HwProfile;
+  if (!HW_PROFILE_NAMES.includes(hw)) throw new CairnError('CAIRN_USAGE', `--hw takes one of ${HW_PROFILE_NAMES.join(', ')}`);
   const root = dataRoot(values.data);
   const name = values.name ?? os.hostname();
   if (!/^[\p{L}\p{N} ._-]{1,64}$/u.test(name)) throw new CairnError('CAIRN_USAGE', 'box name must be 1-64 letters, digits, spaces, dots, dashes or underscores');
   const role = values.role ?? 'primary';
   if (role !== 'primary' && role !== 'secondary') throw new CairnError('CAIRN_USAGE', '--role is primary or secondary');
-  const { identity, recoveryKey } = await initIdentity(new DataDir(root), { name, role });
+  const dir = new DataDir(root);
+  const { identity, recoveryKey } = await initIdentity(dir, { name, role });
+  writeBoxConfig(dir, { format: 1, hw_profile: hw });
   const box = Box.open(root);
   box.catalog.event('box.activated', { box: identity.boxId, name });
   box.close();
@@ -69,6 +77,10 @@ async function cmdServe(args: string[]): Promise<void> {
   const log = createLogger({ name: 'cairnd' });
   const box = Box.open(root);
   const cleaned = box.blobs.cleanTmp();
+  box.hw = createHardware({ profile: box.config.hw_profile, stateDir: root, watch: true });
+  box.hw.on('error', (err) => log.warn('hw.error', { err: err.message }));
+  box.hw.on('status', (s) => log.info('hw.status', { state: s.state, summary: s.summary }));
+  box.hw.on('shutdown-requested', () => log.warn('hw.shutdown_requested', { note: 'front button long press' }));
   const admin = await listenAdminSocket(box, log);
   const api = new ApiServer({ box, log });
   let addr;
@@ -148,9 +160,18 @@ async function main(argv: string[]): Promise<void> {
         (r) => table((r as { id: string; agent: string; source: string; created: string; chunks: number }[]).map((s) => ({ ...s })), ['id', 'agent', 'source', 'created', 'chunks']));
     case 'status':
       return cmdAdmin('status', rest, {}, 'cairnd status --data DIR [--json]', () => ({}), (r) => {
-        const s = r as { name: string; box: string; fingerprint: string; agents: number; snapshots: number; chunks: number; stored_bytes: number };
-        return `Box ${s.name} (${s.box})\nfingerprint ${s.fingerprint}\nagents ${s.agents}, snapshots ${s.snapshots}, chunks ${s.chunks} (${formatBytes(s.stored_bytes)} stored)`;
+        const s = r as { name: string; box: string; fingerprint: string; agents: number; snapshots: number; chunks: number; stored_bytes: number; hardware: { state: string; summary: string } };
+        return `Box ${s.name} (${s.box}): ${s.hardware.state.toUpperCase()} — ${s.hardware.summary}\nfingerprint ${s.fingerprint}\nagents ${s.agents}, snapshots ${s.snapshots}, chunks ${s.chunks} (${formatBytes(s.stored_bytes)} stored)`;
       });
+    case 'hw': {
+      const { values, positionals } = parseCli(rest, { data: { type: 'string' }, json: { type: 'boolean' }, profile: { type: 'string' } }, 'cairnd hw status|simulate ... --data DIR [--json]');
+      const root = dataRoot(values.data);
+      const argv = values.profile ? [...positionals, '--profile', values.profile] : positionals;
+      const { readBoxConfig } = await import('./box');
+      const text = await runHwCommand(argv, { stateDir: root, json: !!values.json, profile: readBoxConfig(new DataDir(root)).hw_profile });
+      process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+      return;
+    }
     case undefined:
     case 'help':
     case '--help':

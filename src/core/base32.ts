@@ -42,6 +42,8 @@ export function base32Decode(text: string, byteLength: number): Buffer | null {
       bits -= 8;
     }
   }
+  // Leftover bits must be zero: one byte string has exactly one spelling.
+  if (bits > 0 && (value & ((1 << bits) - 1)) !== 0) return null;
   return pos === byteLength ? out : null;
 }
 

@@ -28,7 +28,7 @@ export class Harness {
   }
 
   async init(name = 'test-box'): Promise<{ box: string; recovery_key: string; fingerprint: string }> {
-    return runJson(CAIRND, ['init', '--data', this.data, '--name', name], this.env);
+    return runJson(CAIRND, ['init', '--data', this.data, '--name', name, '--hw', 'simulated'], this.env);
   }
 
   async start(): Promise<Daemon> {

@@ -23,6 +23,7 @@ export async function listenAdminSocket(box: Box, log: Logger): Promise<net.Serv
     let buf = '';
     sock.setEncoding('utf8');
     sock.on('error', () => undefined);
+    let chain = Promise.resolve();
     sock.on('data', (d: string) => {
       buf += d;
       if (buf.length > MAX_LINE) {
@@ -33,18 +34,21 @@ export async function listenAdminSocket(box: Box, log: Logger): Promise<net.Serv
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        let reply: unknown;
-        try {
-          const req = JSON.parse(line) as { op?: unknown; args?: unknown };
-          if (typeof req.op !== 'string') throw new CairnError('CAIRN_ADMIN_PROTOCOL', 'request has no op');
-          const args = req.args && typeof req.args === 'object' ? (req.args as AdminArgs) : {};
-          reply = { ok: true, result: runAdminOp(box, req.op, args) };
-          log.info('admin.op', { op: req.op });
-        } catch (err) {
-          const code = err instanceof CairnError ? err.code : err instanceof SyntaxError ? 'CAIRN_ADMIN_PROTOCOL' : 'CAIRN_API_UNEXPECTED';
-          reply = { ok: false, error: { code, message: errorMessage(err) } };
-        }
-        sock.write(JSON.stringify(reply) + '\n');
+        // Requests on one connection are answered in order.
+        chain = chain.then(async () => {
+          let reply: unknown;
+          try {
+            const req = JSON.parse(line) as { op?: unknown; args?: unknown };
+            if (typeof req.op !== 'string') throw new CairnError('CAIRN_ADMIN_PROTOCOL', 'request has no op');
+            const args = req.args && typeof req.args === 'object' ? (req.args as AdminArgs) : {};
+            reply = { ok: true, result: await runAdminOp(box, req.op, args) };
+            log.info('admin.op', { op: req.op });
+          } catch (err) {
+            const code = err instanceof CairnError ? err.code : err instanceof SyntaxError ? 'CAIRN_ADMIN_PROTOCOL' : 'CAIRN_API_UNEXPECTED';
+            reply = { ok: false, error: { code, message: errorMessage(err) } };
+          }
+          if (!sock.destroyed) sock.write(JSON.stringify(reply) + '\n');
+        });
       }
     });
   });
@@ -118,7 +122,7 @@ export async function adminCall(dataRoot: string, op: string, args: AdminArgs): 
   if (viaDaemon) return viaDaemon.result;
   const box = Box.open(dataRoot);
   try {
-    return runAdminOp(box, op, args);
+    return await runAdminOp(box, op, args);
   } finally {
     box.close();
   }

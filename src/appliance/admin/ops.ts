@@ -68,7 +68,7 @@ export const adminOps: Record<string, AdminOp> = {
     return box.catalog.listSnapshots({ agentId: agent, source: typeof args.source === 'string' ? args.source : undefined });
   },
 
-  status(box) {
+  async status(box) {
     const chunks = box.catalog.chunkStats();
     return {
       box: box.identity.boxId,
@@ -80,12 +80,13 @@ export const adminOps: Record<string, AdminOp> = {
       snapshots: box.catalog.listSnapshots().length,
       chunks: chunks.count,
       stored_bytes: chunks.bytes,
+      hardware: await box.hardwareStatus(),
     };
   },
 };
 
-export function runAdminOp(box: Box, op: string, args: AdminArgs): unknown {
+export async function runAdminOp(box: Box, op: string, args: AdminArgs): Promise<unknown> {
   const fn = Object.prototype.hasOwnProperty.call(adminOps, op) ? adminOps[op] : undefined;
   if (!fn) throw new CairnError('CAIRN_ADMIN_PROTOCOL', `unknown admin operation "${op}"`);
-  return fn(box, args);
+  return await fn(box, args);
 }

@@ -101,6 +101,7 @@ export class ApiServer {
   readonly server: https.Server;
   private readonly routes: Route[];
   private pairFailures: number[] = [];
+  private readonly activity = new Map<string, NodeJS.Timeout>();
   private readonly now: () => number;
 
   constructor(private readonly opts: ApiServerOptions) {
@@ -123,7 +124,7 @@ export class ApiServer {
       { method: 'GET', pattern: /^\/v1\/info$/, auth: false, handler: (_q, r) => this.info(r) },
       { method: 'POST', pattern: /^\/v1\/pair$/, auth: false, handler: (q, r) => this.pair(q, r) },
       { method: 'POST', pattern: /^\/v1\/chunks\/missing$/, auth: true, handler: (q, r) => this.missing(q, r) },
-      { method: 'POST', pattern: /^\/v1\/chunks$/, auth: true, handler: (q, r) => this.upload(q, r) },
+      { method: 'POST', pattern: /^\/v1\/chunks$/, auth: true, handler: (q, r, _m, a) => this.upload(q, r, a) },
       { method: 'POST', pattern: /^\/v1\/snapshots$/, auth: true, handler: (q, r, _m, a) => this.commit(q, r, a!) },
       { method: 'GET', pattern: /^\/v1\/snapshots$/, auth: true, handler: (q, r, _m, a) => this.listSnapshots(q, r, a!) },
       { method: 'GET', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})$/, auth: true, handler: (_q, r, m, a) => this.getSnapshot(r, m[1], a!) },
@@ -143,6 +144,11 @@ export class ApiServer {
   }
 
   async close(): Promise<void> {
+    for (const [id, t] of this.activity) {
+      clearTimeout(t);
+      this.opts.box.hw?.jobFinished(id);
+    }
+    this.activity.clear();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
@@ -156,18 +162,17 @@ export class ApiServer {
     let agent: AgentRow | undefined;
     try {
       const path = url.pathname;
+      const method = req.method ?? 'GET';
+      if ((method === 'DELETE' || method === 'PUT' || method === 'PATCH') && path.startsWith('/v1/')) {
+        // No endpoint deletes or replaces anything for an agent; say so plainly (after auth, so it is no oracle).
+        agent = this.authenticate(req, true);
+        throw new CairnError('CAIRN_API_APPEND_ONLY', 'agents can only add backups; deleting or overwriting is done by the box itself');
+      }
       const candidates = this.routes.filter((r) => r.pattern.test(path));
       if (candidates.length === 0) throw new CairnError('CAIRN_API_NOT_FOUND', `no such API endpoint ${path.slice(0, 100)}`);
-      const method = req.method ?? 'GET';
       const route = candidates.find((r) => r.method === method);
-      if (candidates.some((r) => r.auth) || !route) agent = this.authenticate(req, !!route?.auth || method === 'DELETE' || method === 'PUT' || method === 'PATCH');
-      if (!route) {
-        if (method === 'DELETE' || method === 'PUT' || method === 'PATCH') {
-          throw new CairnError('CAIRN_API_APPEND_ONLY', 'agents can only add backups; deleting or overwriting is done by the box itself');
-        }
-        throw new CairnError('CAIRN_API_METHOD', `${method} is not allowed on ${path.slice(0, 100)}`);
-      }
-      if (route.auth && !agent) throw new CairnError('CAIRN_AUTH_REQUIRED', 'this endpoint needs an agent credential');
+      if (!route) throw new CairnError('CAIRN_API_METHOD', `${method} is not allowed on ${path.slice(0, 100)}`);
+      if (route.auth) agent = this.authenticate(req, true);
       await route.handler(req, res, route.pattern.exec(path)!, agent);
       this.opts.log.debug('api.request', { method, path, status: res.statusCode, agent: agent?.id, ms: this.now() - started });
     } catch (err) {
@@ -249,7 +254,24 @@ export class ApiServer {
     sendBinary(res, Buffer.concat(this.opts.box.store.missing(ids)));
   }
 
-  private async upload(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  /** Backup traffic from an agent counts as a running job for the LEDs until it has been quiet for 30 s. */
+  private backupActivity(agent: AgentRow | undefined): void {
+    const hw = this.opts.box.hw;
+    if (!hw || !agent) return;
+    const id = `backup:${agent.id}`;
+    const t = this.activity.get(id);
+    if (t) clearTimeout(t);
+    else hw.jobStarted(id, 'backup');
+    const timer = setTimeout(() => {
+      this.activity.delete(id);
+      hw.jobFinished(id);
+    }, 30_000);
+    timer.unref();
+    this.activity.set(id, timer);
+  }
+
+  private async upload(req: http.IncomingMessage, res: http.ServerResponse, agent?: AgentRow): Promise<void> {
+    this.backupActivity(agent);
     const body = await readBody(req, MAX_UPLOAD_BATCH_BYTES + MAX_CHUNK_BLOB + 1024);
     const items = decodeUploadBatch(body);
     const r = await this.opts.box.store.putBatch(items);
