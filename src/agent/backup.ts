@@ -93,6 +93,7 @@ export async function backupFiles(home: AgentHome, client: BoxClient, keys: Data
     }
   }
   home.ensure();
+  removeStaleSpools(home);
   const cache = new FilesCache(home.cacheFile);
   try {
     try {
@@ -105,6 +106,25 @@ export async function backupFiles(home: AgentHome, client: BoxClient, keys: Data
     }
   } finally {
     cache.close();
+  }
+}
+
+/** Manifest spool files of runs whose process is gone (killed, power loss) are removed. */
+function removeStaleSpools(home: AgentHome): void {
+  for (const name of fs.readdirSync(home.tmp)) {
+    const m = /^manifest-(\d+)-/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (err) {
+        alive = errnoCode(err) === 'EPERM';
+      }
+    }
+    if (!alive) fs.rmSync(path.join(home.tmp, name), { force: true });
   }
 }
 

@@ -5,6 +5,7 @@ import { chunkId } from '../core/chunk-id';
 import { ChunkKind, sealChunk } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage } from '../core/errors';
+import { ExternalGarbage } from '../core/external-memory';
 
 /**
  * Worker thread: reads one file at a time, cuts it into chunks, hashes and seals each chunk
@@ -40,6 +41,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   let inflight: Int32Array | undefined;
   let limit = 0;
   const buf = Buffer.allocUnsafeSlow(BUF_SIZE);
+  const garbage = new ExternalGarbage();
 
   const reserve = (n: number): void => {
     const ia = inflight!;
@@ -51,7 +53,7 @@ function run(port: NonNullable<typeof parentPort>): void {
     Atomics.add(ia, 0, n);
   };
 
-  const processFile = (job: FileJob): void => {
+  const processFile = async (job: FileJob): Promise<void> => {
     let fd: number | undefined;
     let bytes = 0;
     try {
@@ -83,10 +85,11 @@ function run(port: NonNullable<typeof parentPort>): void {
         const len = chunker!.next(buf, start, end, eof);
         const slice = buf.subarray(start, start + len);
         const id = chunkId(keys!.idKey, slice);
-        const blob = sealChunk(keys!, id, slice, job.kind);
+        const blob = await sealChunk(keys!, id, slice, job.kind);
         reserve(blob.length);
         const msg: WorkerMessage = { type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer };
         port.postMessage(msg, [blob.buffer as ArrayBuffer]);
+        garbage.note(len);
         start += len;
         bytes += len;
       }
@@ -101,6 +104,8 @@ function run(port: NonNullable<typeof parentPort>): void {
     }
   };
 
+  // Jobs run one after another: the read buffer is shared.
+  let queue: Promise<void> = Promise.resolve();
   port.on('message', (msg: { type: 'init'; init: WorkerInit } | FileJob) => {
     if (msg.type === 'init') {
       keys = dataKeysFromJson(msg.init.keys);
@@ -109,7 +114,7 @@ function run(port: NonNullable<typeof parentPort>): void {
       limit = msg.init.limitBytes;
       return;
     }
-    processFile(msg);
+    queue = queue.then(() => processFile(msg));
   });
 }
 

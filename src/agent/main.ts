@@ -53,7 +53,7 @@ async function cmdBackup(args: string[]): Promise<number> {
   const home = new AgentHome();
   const config = home.load();
   const client = clientFor(config);
-  const tty = !values.json && process.stderr.isTTY;
+  const tty = !values.json && process.stdout.isTTY === true;
   const startedAt = Date.now();
   try {
     const r = await backupFiles(home, client, home.keys(config), {

@@ -82,15 +82,15 @@ describe('integration: append-only agents and hostile input', function () {
     const id = Buffer.from(snap.manifest[0].id, 'hex');
     const file = path.join(h.data, 'chunks', snap.manifest[0].id.slice(0, 2), snap.manifest[0].id.slice(2, 4), snap.manifest[0].id);
     const bytesBefore = fs.readFileSync(file);
-    const forged = sealChunk(keys, id, Buffer.from('ransomware was here'), 'manifest');
+    const forged = await sealChunk(keys, id, Buffer.from('ransomware was here'), 'manifest');
     const r1 = await client.request('POST', '/v1/chunks', encodeUploadBatch([{ id, blob: forged }]));
     expect(r1.status).to.equal(422);
     expect(JSON.parse(r1.body.toString()).error.code).to.equal('CAIRN_CHUNK_ID_MISMATCH');
     const plain = Buffer.from('x'.repeat(1000));
     const pid = chunkId(keys.idKey, plain);
-    const blob = sealChunk(keys, pid, plain, 'data');
+    const blob = await sealChunk(keys, pid, plain, 'data');
     const first = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob }]))).toString());
-    const again = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob: sealChunk(keys, pid, plain, 'data') }]))).toString());
+    const again = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob: await sealChunk(keys, pid, plain, 'data') }]))).toString());
     expect(first).to.deep.equal({ stored: 1, existed: 0 });
     expect(again).to.deep.equal({ stored: 0, existed: 1 });
     expect(fs.readFileSync(file).equals(bytesBefore)).to.equal(true);
@@ -143,7 +143,7 @@ describe('integration: append-only agents and hostile input', function () {
     // truncated upload: declares more than it sends, then hangs up
     const plain = Buffer.from('truncated chunk content');
     const tid = chunkId(keys.idKey, plain);
-    const body = Buffer.concat(encodeUploadBatch([{ id: tid, blob: sealChunk(keys, tid, plain, 'data') }]));
+    const body = Buffer.concat(encodeUploadBatch([{ id: tid, blob: await sealChunk(keys, tid, plain, 'data') }]));
     await rawExchange(h, Buffer.concat([Buffer.from(`POST /v1/chunks HTTP/1.1\r\nHost: box\r\nAuthorization: ${auth}\r\nContent-Length: ${body.length}\r\n\r\n`), body.subarray(0, body.length - 10)]), { destroyAfterWrite: true });
     // header junk
     expect(await rawExchange(h, 'GARBAGE\r\n\r\n')).to.match(/^HTTP\/1\.1 400/);

@@ -20,6 +20,9 @@ export interface BlobStore {
 }
 
 export class LocalBlobStore implements BlobStore {
+  /** shard directories known to exist and be durable (at most 65,536) */
+  private readonly shards = new Set<string>();
+
   constructor(readonly root: string, readonly tmpDir: string) {
     fs.mkdirSync(root, { recursive: true, mode: 0o700 });
     fs.mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
@@ -42,11 +45,10 @@ export class LocalBlobStore implements BlobStore {
 
   private async ensureShard(file: string): Promise<void> {
     const shard = path.dirname(file);
-    try {
-      await fs.promises.access(shard);
+    if (this.shards.has(shard)) return;
+    if (await exists(shard)) {
+      this.shards.add(shard);
       return;
-    } catch {
-      /* create below */
     }
     const top = path.dirname(shard);
     const createdTop = !(await exists(top));
@@ -54,11 +56,11 @@ export class LocalBlobStore implements BlobStore {
     // A new directory entry is durable only once its parent is fsynced.
     if (createdTop) await fsyncDirAsync(this.root);
     await fsyncDirAsync(top);
+    this.shards.add(shard);
   }
 
   async put(id: Buffer, data: Uint8Array): Promise<'stored' | 'existed'> {
     const final = this.pathOf(id);
-    if (await exists(final)) return 'existed';
     const tmp = path.join(this.tmpDir, `${id.toString('hex').slice(0, 16)}.${randomBytes(6).toString('hex')}`);
     let fh: fs.promises.FileHandle | undefined;
     try {

@@ -183,7 +183,12 @@ export class Catalog {
     return { id: row.id, name: row.name, host: row.host, created_at: row.created_at, revoked_at: row.revoked_at, last_seen: row.last_seen };
   }
 
+  private readonly lastTouched = new Map<string, number>();
+
+  /** Records when an agent was last heard from, at most once a minute (each write is a durable commit). */
   touchAgent(id: string, now = Date.now()): void {
+    if (now - (this.lastTouched.get(id) ?? 0) < 60_000) return;
+    this.lastTouched.set(id, now);
     this.db.prepare('UPDATE agents SET last_seen = ? WHERE id = ?').run(now, id);
   }
 

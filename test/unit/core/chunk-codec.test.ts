@@ -9,9 +9,9 @@ import { CairnError } from '../../../src/core/errors';
 const keys = deriveDataKeys(Buffer.alloc(32, 9));
 const otherKeys = deriveDataKeys(Buffer.alloc(32, 10));
 
-function seal(plain: Buffer, kind: 'data' | 'manifest' = 'data') {
+async function seal(plain: Buffer, kind: 'data' | 'manifest' = 'data') {
   const id = chunkId(keys.idKey, plain);
-  return { id, blob: sealChunk(keys, id, plain, kind) };
+  return { id, blob: await sealChunk(keys, id, plain, kind) };
 }
 
 function expectRejected(fn: () => unknown): void {
@@ -26,41 +26,41 @@ function expectRejected(fn: () => unknown): void {
 }
 
 describe('core/chunk-codec', () => {
-  it('round-trips compressible, incompressible, empty and manifest chunks', () => {
+  it('round-trips compressible, incompressible, empty and manifest chunks', async () => {
     for (const [plain, kind] of [
       [Buffer.alloc(100_000, 'abc'), 'data'],
       [randomBytes(300_000), 'data'],
       [Buffer.alloc(0), 'data'],
       [Buffer.from('manifest bytes '.repeat(100)), 'manifest'],
     ] as const) {
-      const { id, blob } = seal(plain, kind);
+      const { id, blob } = await seal(plain, kind);
       expect(openChunk(keys, id, blob).equals(plain)).to.equal(true);
     }
   });
 
-  it('compresses when it helps and keeps the raw payload when it does not', () => {
-    const text = seal(Buffer.alloc(100_000, 'abc'));
+  it('compresses when it helps and keeps the raw payload when it does not', async () => {
+    const text = await seal(Buffer.alloc(100_000, 'abc'));
     expect(parseChunkHeader(text.blob).flags & FLAG_LZ4).to.equal(FLAG_LZ4);
     expect(text.blob.length).to.be.lessThan(2000);
-    const rnd = seal(randomBytes(50_000));
+    const rnd = await seal(randomBytes(50_000));
     expect(parseChunkHeader(rnd.blob).flags & FLAG_LZ4).to.equal(0);
     expect(rnd.blob.length).to.equal(50_000 + CHUNK_OVERHEAD);
   });
 
-  it('uses a fresh random nonce: equal plaintexts give different ciphertexts', () => {
+  it('uses a fresh random nonce: equal plaintexts give different ciphertexts', async () => {
     const p = Buffer.from('same content');
-    expect(seal(p).blob.equals(seal(p).blob)).to.equal(false);
+    expect((await seal(p)).blob.equals((await seal(p)).blob)).to.equal(false);
   });
 
-  it('does not reveal the plaintext in the blob', () => {
+  it('does not reveal the plaintext in the blob', async () => {
     const p = Buffer.from('A very recognisable plaintext sentence. '.repeat(50));
-    const { blob } = seal(p);
+    const { blob } = await seal(p);
     expect(blob.includes(Buffer.from('recognisable'))).to.equal(false);
   });
 
-  it('rejects every single-byte flip (compressed and raw chunks)', () => {
+  it('rejects every single-byte flip (compressed and raw chunks)', async () => {
     for (const plain of [Buffer.from('hello world, '.repeat(20)), randomBytes(200)]) {
-      const { id, blob } = seal(plain);
+      const { id, blob } = await seal(plain);
       for (let i = 0; i < blob.length; i++) {
         const bad = Buffer.from(blob);
         bad[i] ^= 1 << i % 8;
@@ -69,15 +69,15 @@ describe('core/chunk-codec', () => {
     }
   });
 
-  it('rejects every truncation and an appended byte', () => {
-    const { id, blob } = seal(randomBytes(300));
+  it('rejects every truncation and an appended byte', async () => {
+    const { id, blob } = await seal(randomBytes(300));
     for (let n = 0; n < blob.length; n++) expectRejected(() => openChunk(keys, id, blob.subarray(0, n)));
     expectRejected(() => openChunk(keys, id, Buffer.concat([blob, Buffer.from([0])])));
   });
 
-  it('rejects a wrong id, a wrong key, and a blob moved to another id', () => {
-    const a = seal(Buffer.from('chunk a'));
-    const b = seal(Buffer.from('chunk b'));
+  it('rejects a wrong id, a wrong key, and a blob moved to another id', async () => {
+    const a = await seal(Buffer.from('chunk a'));
+    const b = await seal(Buffer.from('chunk b'));
     expectRejected(() => openChunk(keys, b.id, a.blob));
     expectRejected(() => openChunk(otherKeys, a.id, a.blob));
     const wrongId = Buffer.from(a.id);
@@ -85,10 +85,10 @@ describe('core/chunk-codec', () => {
     expectRejected(() => openChunk(keys, wrongId, a.blob));
   });
 
-  it('rejects a validly encrypted blob whose content does not hash to its id', () => {
+  it('rejects a validly encrypted blob whose content does not hash to its id', async () => {
     const plain = Buffer.from('real content');
     const fakeId = chunkId(keys.idKey, Buffer.from('other content'));
-    const blob = sealChunk(keys, fakeId, plain, 'data');
+    const blob = await sealChunk(keys, fakeId, plain, 'data');
     try {
       openChunk(keys, fakeId, blob);
       expect.fail('accepted');
@@ -97,11 +97,11 @@ describe('core/chunk-codec', () => {
     }
   });
 
-  it('property: random corruption of a random chunk is always detected', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ minLength: 1, maxLength: 4000 }), fc.nat(), fc.integer({ min: 1, max: 255 }), (arr, pos, x) => {
+  it('property: random corruption of a random chunk is always detected', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 4000 }), fc.nat(), fc.integer({ min: 1, max: 255 }), async (arr, pos, x) => {
         const plain = Buffer.from(arr);
-        const { id, blob } = seal(plain);
+        const { id, blob } = await seal(plain);
         const bad = Buffer.from(blob);
         bad[pos % bad.length] ^= x;
         expectRejected(() => openChunk(keys, id, bad));
@@ -111,7 +111,7 @@ describe('core/chunk-codec', () => {
     );
   });
 
-  it('property: arbitrary bytes never crash the header parser (only CairnError)', () => {
+  it('property: arbitrary bytes never crash the header parser (only CairnError)', async () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), (arr) => {
         try {
