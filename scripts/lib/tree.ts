@@ -57,3 +57,18 @@ export function compareTrees(a: string, b: string, opts: { mtimes?: boolean; dir
 export function hashFile(p: string | Buffer): string {
   return createHash('sha256').update(fs.readFileSync(p)).digest('hex');
 }
+
+/** One string that changes when any name, type, content, mode or symlink target in the tree changes. */
+export function treeDigest(root: string): string {
+  const h = createHash('sha256');
+  const walk = (rel: string): void => {
+    const p = path.join(root, rel);
+    const st = fs.lstatSync(p);
+    h.update(`${rel}\0${st.isDirectory() ? 'd' : st.isFile() ? 'f' : 'l'}\0${(st.mode & 0o7777).toString(8)}\0`);
+    if (st.isSymbolicLink()) h.update(fs.readlinkSync(p));
+    else if (st.isFile()) h.update(hashFile(p));
+    else if (st.isDirectory()) for (const n of fs.readdirSync(p).sort()) walk(path.join(rel, n));
+  };
+  for (const n of fs.readdirSync(root).sort()) walk(n);
+  return h.digest('hex');
+}

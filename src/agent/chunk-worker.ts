@@ -6,6 +6,7 @@ import { ChunkKind, sealChunk } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
+import { processVolumeJob, VolumeDone, VolumeJob } from './volume/volume-job';
 
 /**
  * Worker thread: reads one file at a time, cuts it into chunks, hashes and seals each chunk
@@ -31,7 +32,8 @@ export interface FileJob {
 
 export type WorkerMessage =
   | { type: 'chunk'; jobId: number; id: Uint8Array; size: number; blob: ArrayBuffer }
-  | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string };
+  | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string }
+  | VolumeDone;
 
 const BUF_SIZE = 16 * 1024 * 1024;
 
@@ -106,12 +108,17 @@ function run(port: NonNullable<typeof parentPort>): void {
 
   // Jobs run one after another: the read buffer is shared.
   let queue: Promise<void> = Promise.resolve();
-  port.on('message', (msg: { type: 'init'; init: WorkerInit } | FileJob) => {
+  port.on('message', (msg: { type: 'init'; init: WorkerInit } | FileJob | VolumeJob) => {
     if (msg.type === 'init') {
       keys = dataKeysFromJson(msg.init.keys);
       chunker = new Chunker(keys.gearKey);
       inflight = new Int32Array(msg.init.inflight);
       limit = msg.init.limitBytes;
+      return;
+    }
+    if (msg.type === 'volume') {
+      const post = (m: WorkerMessage, transfer?: ArrayBuffer[]): void => port.postMessage(m, transfer);
+      queue = queue.then(() => processVolumeJob({ keys: keys!, buf, reserve, garbage, post }, msg));
       return;
     }
     queue = queue.then(() => processFile(msg));

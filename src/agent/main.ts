@@ -4,18 +4,32 @@ import { formatBytes, parseCli, parseHostPort, runMain } from '../core/cli';
 import { DEFAULT_PORT, SnapshotInfo } from '../core/api';
 import { AgentHome } from './state';
 import { clientFor, pair } from './pair';
-import { backupFiles, BackupProgress } from './backup';
+import { backupFiles, BackupProgress, defaultSourceName } from './backup';
 import { resolveSnapshot, splitSnapshotArg } from './snapshot-ref';
-import { ChunkFetcher, matchesSubpath, openManifest, restoreSnapshot } from './restore';
+import { cmdAgent, cmdSchedule, cmdStatus, withSourceLock } from './service/commands';
+import { cmdDiscover, cmdPairDiscovered } from './discovery/commands';
+import { ChunkFetcher, matchesSubpath, restoreSnapshot } from './restore';
+import { cmdBackupVolume, isVolumeBackup, printVolumeLs, restoreVolumeCli } from './volume/volume-cli';
+import { manifestKind, openAnyManifest } from './volume/volume-manifest-io';
 
 const USAGE = `cairn <command> [options]
 
 commands:
   pair HOST[:PORT] --token TOKEN [--name NAME]     pair this PC with a box (checks the box's key against the token first)
+  pair --token TOKEN [--name NAME] [--timeout S]   the same, finding the box on the local network (mDNS) by the token's key
+  discover [--json] [--timeout S]                  list the Cairn boxes announcing themselves on the local network
+  schedule add PATH... [--source NAME] (--every 1h | --cron "MIN HOUR DAY MONTH WEEKDAY")
+  schedule list|remove SOURCE                      what the agent service backs up, and when
+  agent run [--once] [--backoff 10s,30s,…]         the agent service: scheduled backups, retries, finds a moved box again
+  status [--json]                                  last and next run of each scheduled source, and their outcome
   backup PATH... [--source NAME] [--json]          back up files and directories
+  backup --volume DEVICE|IMAGE [--source NAME]     back up a block device or disk image, changed blocks only
+         [--block-size 1M] [--allow-mounted] [--lvm-snapshot]
   snapshots [--source NAME] [--json]               this PC's snapshots on the box
   ls SNAPSHOT[:PATH] [--json]                      list a snapshot's contents
   restore SNAPSHOT[:PATH] --target DIR [--json]    restore a snapshot (or part of it) into DIR
+  verify SNAPSHOT[:PATH] [--json]                  fetch and check every byte of a snapshot, write nothing
+  restore SNAPSHOT --target FILE|DEVICE [--force]  restore a volume snapshot (sparse image file or device), then verify it
 
 SNAPSHOT is an id, a unique prefix of one, or "latest". State lives in $CAIRN_HOME
 (default ~/.config/cairn).`;
@@ -36,8 +50,10 @@ function progressLine(p: BackupProgress, startedAt: number): string {
 }
 
 async function cmdPair(args: string[]): Promise<void> {
-  const { values, positionals } = parseCli(args, { token: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' } }, 'cairn pair HOST[:PORT] --token TOKEN [--name NAME]');
-  if (positionals.length !== 1 || !values.token) throw new CairnError('CAIRN_USAGE', 'usage: cairn pair HOST[:PORT] --token TOKEN [--name NAME]');
+  const { values, positionals } = parseCli(args, { token: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, timeout: { type: 'string' } }, 'cairn pair [HOST[:PORT]] --token TOKEN [--name NAME]');
+  // Without an address: find the box on the LAN by the key hash in the token (mDNS), then pair as usual.
+  if (positionals.length === 0 && values.token) return cmdPairDiscovered({ ...values, token: values.token });
+  if (positionals.length !== 1 || !values.token) throw new CairnError('CAIRN_USAGE', 'usage: cairn pair [HOST[:PORT]] --token TOKEN [--name NAME]');
   const { host, port } = parseHostPort(positionals[0], DEFAULT_PORT);
   const home = new AgentHome();
   const c = await pair(home, { host, port, token: values.token, name: values.name });
@@ -46,6 +62,7 @@ async function cmdPair(args: string[]): Promise<void> {
 }
 
 async function cmdBackup(args: string[]): Promise<number> {
+  if (isVolumeBackup(args)) return cmdBackupVolume(args);
   const { values, positionals } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } }, 'cairn backup PATH... [--source NAME] [--json]');
   if (positionals.length === 0) throw new CairnError('CAIRN_USAGE', 'usage: cairn backup PATH... [--source NAME] [--json]');
   const threads = values.threads === undefined ? undefined : Number(values.threads);
@@ -56,12 +73,13 @@ async function cmdBackup(args: string[]): Promise<number> {
   const tty = !values.json && process.stdout.isTTY === true;
   const startedAt = Date.now();
   try {
-    const r = await backupFiles(home, client, home.keys(config), {
+    const source = values.source ?? defaultSourceName(positionals);
+    const r = await withSourceLock(source, () => backupFiles(home, client, home.keys(config), {
       paths: positionals,
-      source: values.source,
+      source,
       threads,
       onProgress: tty ? (p) => process.stderr.write(`\r${progressLine(p, startedAt)}\x1b[K`) : undefined,
-    });
+    }));
     if (tty) process.stderr.write('\r\x1b[K');
     for (const w of r.warnings) process.stderr.write(`warning: ${w.path}: ${w.message}\n`);
     const dedup = r.bytes_read > 0 ? (1 - r.bytes_new / r.bytes_read) * 100 : 100;
@@ -111,7 +129,12 @@ async function cmdLs(args: string[]): Promise<void> {
   const client = clientFor(config);
   try {
     const snap = await resolveSnapshot(client, ref, values.source);
-    const { entries } = await openManifest(new ChunkFetcher(client, home.keys(config), snap.id), snap);
+    const m = await openAnyManifest(new ChunkFetcher(client, home.keys(config), snap.id), snap);
+    if (m.kind === 'volume') {
+      if (subpath) throw new CairnError('CAIRN_USAGE', `snapshot ${snap.id} is a volume image: it has no paths to list`);
+      return printVolumeLs(snap, m.header, !!values.json);
+    }
+    const { entries } = m;
     const sub = subpath ? Buffer.from(subpath) : undefined;
     const rows: Record<string, unknown>[] = [];
     for await (const e of entries) {
@@ -127,7 +150,7 @@ async function cmdLs(args: string[]): Promise<void> {
 }
 
 async function cmdRestore(args: string[]): Promise<number> {
-  const { values, positionals } = parseCli(args, { target: { type: 'string' }, json: { type: 'boolean' }, source: { type: 'string' } }, 'cairn restore SNAPSHOT[:PATH] --target DIR [--json]');
+  const { values, positionals } = parseCli(args, { target: { type: 'string' }, json: { type: 'boolean' }, source: { type: 'string' }, force: { type: 'boolean' } }, 'cairn restore SNAPSHOT[:PATH] --target DIR|FILE|DEVICE [--force] [--json]');
   if (positionals.length !== 1 || !values.target) throw new CairnError('CAIRN_USAGE', 'usage: cairn restore SNAPSHOT[:PATH] --target DIR [--json]');
   const { ref, subpath } = splitSnapshotArg(positionals[0]);
   const home = new AgentHome();
@@ -135,11 +158,36 @@ async function cmdRestore(args: string[]): Promise<number> {
   const client = clientFor(config);
   try {
     const snap = await resolveSnapshot(client, ref, values.source);
+    if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
+      return await restoreVolumeCli(client, home.keys(config), home, snap, { target: values.target, force: !!values.force, json: !!values.json, subpath });
+    }
+    if (values.force) throw new CairnError('CAIRN_USAGE', '--force applies to volume restores only (a file restore never overwrites a directory)');
     const r = await restoreSnapshot(client, home.keys(config), snap, { target: values.target, subpath });
     for (const f of r.failures) process.stderr.write(`error: ${f.path}: ${f.message}\n`);
     out(!!values.json, r, () =>
       `restored snapshot ${r.snapshot}${subpath ? `:${subpath}` : ''} to ${values.target}: ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${r.hardlinks} hard links, ${formatBytes(r.bytes)} in ${r.duration_s.toFixed(2)} s` +
         (r.failed ? `\n${r.failed} entries FAILED (listed above); everything else was restored` : ''));
+    return r.failed ? 1 : 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** Restores to nowhere: fetches and checks every chunk of the snapshot, writes nothing. */
+async function cmdVerify(args: string[]): Promise<number> {
+  const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' } }, 'cairn verify SNAPSHOT[:PATH] [--json]');
+  if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn verify SNAPSHOT[:PATH] [--json]');
+  const { ref, subpath } = splitSnapshotArg(positionals[0]);
+  const home = new AgentHome();
+  const config = home.load();
+  const client = clientFor(config);
+  try {
+    const snap = await resolveSnapshot(client, ref, values.source);
+    const r = await restoreSnapshot(client, home.keys(config), snap, { subpath, verifyOnly: true });
+    for (const f of r.failures) process.stderr.write(`error: ${f.path}: ${f.message}\n`);
+    out(!!values.json, { ...r, ok: r.failed === 0 }, () =>
+      `verified snapshot ${r.snapshot}: ${r.files} files, ${formatBytes(r.bytes)} checked in ${r.duration_s.toFixed(2)} s` +
+        (r.failed ? `\n${r.failed} entries FAILED verification (listed above)` : ' — every byte authenticated'));
     return r.failed ? 1 : 0;
   } finally {
     client.close();
@@ -159,6 +207,16 @@ async function main(argv: string[]): Promise<number | void> {
       return cmdLs(rest);
     case 'restore':
       return cmdRestore(rest);
+    case 'discover':
+      return cmdDiscover(rest);
+    case 'schedule':
+      return cmdSchedule(rest);
+    case 'agent':
+      return cmdAgent(rest);
+    case 'status':
+      return cmdStatus(rest);
+    case 'verify':
+      return cmdVerify(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { ChunkKind } from '../core/chunk-codec';
 import { DataKeys, dataKeysToJson } from '../core/keys';
 import type { FileJob, WorkerInit, WorkerMessage } from './chunk-worker';
+import type { VolumeDone, VolumeJob } from './volume/volume-job';
 
 export interface ChunkOut {
   id: Buffer;
@@ -22,6 +23,8 @@ export interface FileResult {
 interface Pending {
   onChunk: (c: ChunkOut) => void;
   resolve: (r: FileResult) => void;
+  /** volume jobs: their result (resolve is then only used to report a failed worker) */
+  onVolume?: (m: VolumeDone) => void;
   worker: number;
 }
 
@@ -69,6 +72,10 @@ export class WorkerPool {
     if (!p) return;
     if (m.type === 'chunk') {
       p.onChunk({ id: Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength), size: m.size, blob: Buffer.from(m.blob) });
+    } else if (m.type === 'volume-done') {
+      this.pending.delete(m.jobId);
+      this.busy[p.worker]--;
+      p.onVolume?.(m);
     } else {
       this.pending.delete(m.jobId);
       this.busy[p.worker]--;
@@ -87,6 +94,21 @@ export class WorkerPool {
       this.pending.set(jobId, { onChunk, resolve, worker: w });
       const job: FileJob = { type: 'file', jobId, path: filePath, kind };
       this.workers[w].postMessage(job);
+    });
+  }
+
+  /** Reads, hashes, compares and seals a range of volume blocks (see volume/volume-job.ts); new blocks stream through `onChunk`. */
+  volumeRange(job: Omit<VolumeJob, 'type' | 'jobId'>, onChunk: (c: ChunkOut) => void): Promise<VolumeDone> {
+    if (this.failed) return Promise.reject(this.failed);
+    let w = 0;
+    for (let i = 1; i < this.busy.length; i++) if (this.busy[i] < this.busy[w]) w = i;
+    const jobId = this.nextJob++;
+    this.busy[w]++;
+    return new Promise<VolumeDone>((resolve) => {
+      const failed = (r: FileResult): void => resolve({ type: 'volume-done', jobId, bytes: 0, states: new Uint8Array(0), ids: new Uint8Array(0), error: r.error ?? 'chunk worker failed' });
+      this.pending.set(jobId, { onChunk, resolve: failed, onVolume: resolve, worker: w });
+      const msg: VolumeJob = { type: 'volume', jobId, ...job };
+      this.workers[w].postMessage(msg);
     });
   }
 

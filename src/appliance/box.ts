@@ -5,6 +5,9 @@ import { LocalBlobStore } from './store/blob-store';
 import { ChunkStore } from './store/chunk-store';
 import { DataKeys, deriveDataKeys } from '../core/keys';
 import fs from 'node:fs';
+import { JobRunner } from './jobs/runner';
+import { applyRetention } from './jobs/retention';
+import { Logger, silentLogger } from '../core/log';
 import { CairnError } from '../core/errors';
 import { createHardware, Hardware, HwProfile } from '../hw';
 import { writeFileDurable } from './store/durable';
@@ -15,6 +18,10 @@ export const HW_PROFILE_NAMES: readonly HwProfile[] = ['linux', 'raspberry-pi', 
 export interface BoxConfig {
   format: 1;
   hw_profile: HwProfile;
+  /** Second box for replication and escrow, set by the activation wizard; null: "later" (src/appliance/box-settings.ts). */
+  secondary?: { address: string; token: string } | null;
+  /** Versions kept per source unless the source has its own setting. */
+  retention_default?: number;
 }
 
 export function readBoxConfig(dir: DataDir): BoxConfig {
@@ -27,7 +34,8 @@ export function readBoxConfig(dir: DataDir): BoxConfig {
   const env = process.env.CAIRN_HW_PROFILE;
   const profile = (env ?? c.hw_profile ?? 'linux') as HwProfile;
   if (!HW_PROFILE_NAMES.includes(profile)) throw new CairnError('CAIRN_USAGE', `hardware profile "${profile}" is not one of ${HW_PROFILE_NAMES.join(', ')}`);
-  return { format: 1, hw_profile: profile };
+  // Other settings pass through untouched (box-settings.ts validates what it writes).
+  return { ...c, format: 1, hw_profile: profile };
 }
 
 export function writeBoxConfig(dir: DataDir, c: BoxConfig): void {
@@ -40,14 +48,24 @@ export class Box {
   readonly blobs: LocalBlobStore;
   readonly store: ChunkStore;
   readonly config: BoxConfig;
+  /** Maintenance jobs (GC, verify), one at a time. */
+  readonly jobs: JobRunner;
   /** The hardware layer when this process watches it (cairnd serve); undefined in one-shot admin commands. */
   hw: Hardware | undefined;
+  /** Where jobs and retention log (cairnd serve sets its logger). */
+  log: Logger = silentLogger;
 
   private constructor(readonly dir: DataDir, readonly identity: BoxIdentity, readonly catalog: Catalog) {
     this.keys = deriveDataKeys(identity.masterKey);
     this.blobs = new LocalBlobStore(dir.chunks, dir.tmp);
     this.store = new ChunkStore(this.blobs, catalog, this.keys, dir.refs, dir.tmp);
     this.config = readBoxConfig(dir);
+    this.jobs = new JobRunner(this);
+    const catalogRef = catalog;
+    this.store.afterCommit = (info) => {
+      const src = catalogRef.listSources({ agentId: info.agent, source: info.source })[0];
+      if (src) applyRetention(this.store, catalogRef, src.id, this.log);
+    };
   }
 
   /** Hardware status: from the watching instance, or a one-shot read. */

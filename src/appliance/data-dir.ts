@@ -13,6 +13,7 @@ import path from 'node:path';
  *   tmp/              partial writes; emptied at start-up
  *   run/admin.sock    local admin socket of a running `cairnd serve` (0600)
  *   run/serve.json    address and pid of the running daemon
+ *   escrow.json       master key + config sealed with the escrow key (opens with the recovery key)
  */
 export class DataDir {
   constructor(readonly root: string) {}
@@ -28,4 +29,6 @@ export class DataDir {
   get run(): string { return path.join(this.root, 'run'); }
   get adminSocket(): string { return path.join(this.root, 'run', 'admin.sock'); }
   get serveInfo(): string { return path.join(this.root, 'run', 'serve.json'); }
+  /** master key + config sealed under the recovery key's escrow key (src/appliance/escrow.ts) */
+  get escrow(): string { return path.join(this.root, 'escrow.json'); }
 }

@@ -5,13 +5,16 @@ import { CairnError } from '../core/errors';
 import { formatBytes, parseCli, parseDuration, parseHostPort, runMain } from '../core/cli';
 import { createLogger } from '../core/log';
 import { DataDir } from './data-dir';
-import { fingerprint, initIdentity } from './identity';
+import { fingerprint, isInitialized } from './identity';
+import { activateFromCli, runSetupMode } from './setup-mode';
 import { adminCall, listenAdminSocket } from './admin/admin-socket';
 import { Box, HW_PROFILE_NAMES, writeBoxConfig } from './box';
 import { createHardware, HwProfile, runHwCommand } from '../hw';
 import { ApiServer } from './api/server';
 import { DEFAULT_PORT } from '../core/api';
+import { DEFAULT_SCHEDULE, Schedule } from './jobs/runner';
 import { writeFileDurable } from './store/durable';
+import { startAdvertising, stopAdvertising } from './discovery/serve-mdns';
 
 const USAGE = `cairnd <command> --data DIR [options]
 
@@ -19,12 +22,19 @@ commands:
   init --data DIR [--name NAME] [--hw PROFILE] [--json]
                                                   activate a box: master key, TLS identity, recovery key (shown once);
                                                   PROFILE is linux (default), raspberry-pi or simulated
-  serve --data DIR [--listen HOST:PORT]           serve agents over HTTPS (TLS 1.3; default port ${DEFAULT_PORT})
+  serve --data DIR [--listen HOST:PORT] [--no-mdns]
+                                                  serve agents over HTTPS (TLS 1.3; default port ${DEFAULT_PORT}); announces _cairn._tcp over mDNS
   token create --data DIR [--ttl 1h] [--json]     a one-time pairing token for an agent
   tokens --data DIR [--json]                      pairing tokens and their state
   agents --data DIR [--json]                      paired agents
   revoke --data DIR AGENT [--json]                revoke an agent's credential
   snapshots --data DIR [--agent A] [--source S] [--json]
+  sources --data DIR [--agent A] [--source S]     sources with their retention and snapshot counts
+  retention --data DIR [--agent A] [--source S] --keep N
+                                                  versions to keep (default 30); without filters also the default
+  gc --data DIR [--grace 6h] [--json]             free chunks no snapshot references
+  verify --data DIR [--subset PERCENT] [--json]   re-read chunks, check tags and ids, quarantine bad ones
+  jobs --data DIR [--kind K] [--json]             history of backups, retention, GC and verify
   status --data DIR [--json]                      the box's identity, store figures, disks, RAID and LED state
   hw status|simulate ... --data DIR [--json]      hardware layer; \`cairnd hw simulate fail-disk 1\` drives the simulated profile
 
@@ -50,16 +60,13 @@ async function cmdInit(args: string[]): Promise<void> {
   if (!/^[\p{L}\p{N} ._-]{1,64}$/u.test(name)) throw new CairnError('CAIRN_USAGE', 'box name must be 1-64 letters, digits, spaces, dots, dashes or underscores');
   const role = values.role ?? 'primary';
   if (role !== 'primary' && role !== 'secondary') throw new CairnError('CAIRN_USAGE', '--role is primary or secondary');
-  const dir = new DataDir(root);
-  const { identity, recoveryKey } = await initIdentity(dir, { name, role });
-  writeBoxConfig(dir, { format: 1, hw_profile: hw });
-  const box = Box.open(root);
-  box.catalog.event('box.activated', { box: identity.boxId, name });
-  box.close();
-  print(!!values.json, { box: identity.boxId, name, role, fingerprint: fingerprint(identity.spkiSha256), recovery_key: recoveryKey }, () =>
+  // Through a daemon in setup mode if one runs (it then serves at once), else here; escrow blob included.
+  const r = await activateFromCli(root, { name, role, hw: values.hw === undefined ? undefined : hw });
+  const recoveryKey = r.recovery_key;
+  print(!!values.json, r, () =>
     [
-      `Box "${name}" activated (id ${identity.boxId}).`,
-      `TLS fingerprint: ${fingerprint(identity.spkiSha256)}`,
+      `Box "${name}" activated (id ${r.box}).`,
+      `TLS fingerprint: ${r.fingerprint}`,
       '',
       'RECOVERY KEY — write it down now and keep it somewhere safe. It is shown only this once;',
       'with it and the secondary, a dead box can be rebuilt. Without it, nobody can.',
@@ -71,13 +78,33 @@ async function cmdInit(args: string[]): Promise<void> {
 }
 
 async function cmdServe(args: string[]): Promise<void> {
-  const { values } = parseCli(args, { data: { type: 'string' }, listen: { type: 'string' } }, 'cairnd serve --data DIR [--listen HOST:PORT]');
+  const { values } = parseCli(args, {
+    data: { type: 'string' }, listen: { type: 'string' }, 'no-mdns': { type: 'boolean' },
+    'gc-every': { type: 'string' }, 'verify-every': { type: 'string' }, 'verify-subset': { type: 'string' }, 'gc-grace': { type: 'string' },
+  }, 'cairnd serve --data DIR [--listen HOST:PORT] [--no-mdns] [--gc-every 24h] [--verify-every 24h] [--verify-subset 10] [--gc-grace 6h]');
   const root = dataRoot(values.data);
+  const subset = values['verify-subset'] === undefined ? DEFAULT_SCHEDULE.verifySubsetPercent : Number(values['verify-subset']);
+  if (!(subset > 0 && subset <= 100)) throw new CairnError('CAIRN_USAGE', '--verify-subset is a percentage (0-100]');
+  const schedule: Schedule = {
+    gcEveryMs: values['gc-every'] ? parseDuration(values['gc-every']) : DEFAULT_SCHEDULE.gcEveryMs,
+    verifyEveryMs: values['verify-every'] ? parseDuration(values['verify-every']) : DEFAULT_SCHEDULE.verifyEveryMs,
+    verifySubsetPercent: subset,
+    gcGraceMs: values['gc-grace'] ? (values['gc-grace'] === '0' ? 0 : parseDuration(values['gc-grace'])) : DEFAULT_SCHEDULE.gcGraceMs,
+    tickMs: Math.min(DEFAULT_SCHEDULE.tickMs, values['gc-every'] || values['verify-every'] ? 1000 : DEFAULT_SCHEDULE.tickMs),
+  };
   const { host, port } = parseHostPort(values.listen ?? `0.0.0.0:${DEFAULT_PORT}`, DEFAULT_PORT);
   const log = createLogger({ name: 'cairnd' });
-  const box = Box.open(root);
+  // Not activated yet: setup mode (admin socket only) until the console wizard or `cairnd init` activates it.
+  const box = isInitialized(new DataDir(root)) ? Box.open(root) : await runSetupMode(root, log);
+  if (!box) return;
   const cleaned = box.blobs.cleanTmp();
+  box.log = log;
+  const interrupted = box.catalog.markInterruptedJobs();
+  if (interrupted) log.warn('jobs.interrupted', { count: interrupted, note: 'jobs that were running when cairnd stopped; the next run finishes their work' });
+  box.jobs.schedule(schedule);
   box.hw = createHardware({ profile: box.config.hw_profile, stateDir: root, watch: true });
+  const stopJobs = (): void => box.jobs.stop();
+  process.once('exit', stopJobs);
   box.hw.on('error', (err) => log.warn('hw.error', { err: err.message }));
   box.hw.on('status', (s) => log.info('hw.status', { state: s.state, summary: s.summary }));
   box.hw.on('shutdown-requested', () => log.warn('hw.shutdown_requested', { note: 'front button long press' }));
@@ -92,6 +119,7 @@ async function cmdServe(args: string[]): Promise<void> {
   }
   writeFileDurable(box.dir.serveInfo, JSON.stringify({ pid: process.pid, host: addr.address, port: addr.port }) + '\n', 0o600);
   log.info('serve.started', { box: box.identity.boxId, name: box.identity.name, address: addr.address, port: addr.port, tmp_cleaned: cleaned, fingerprint: fingerprint(box.identity.spkiSha256) });
+  const mdns = await startAdvertising(box.identity, { host, port: addr.port, log, disabled: values['no-mdns'] });
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       log.info('serve.stopping', { signal: sig });
@@ -100,6 +128,7 @@ async function cmdServe(args: string[]): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  await stopAdvertising(mdns, log);
   await api.close();
   admin.close();
   fs.rmSync(box.dir.serveInfo, { force: true });
@@ -107,11 +136,53 @@ async function cmdServe(args: string[]): Promise<void> {
   log.info('serve.stopped');
 }
 
-async function cmdAdmin(op: string, args: string[], extra: Record<string, { type: 'string' | 'boolean' }>, usage: string, toArgs: (v: Record<string, unknown>, pos: string[]) => Record<string, unknown>, text: (r: unknown) => string): Promise<void> {
+async function cmdAdmin(op: string, args: string[], extra: Record<string, { type: 'string' | 'boolean' }>, usage: string, toArgs: (v: Record<string, unknown>, pos: string[]) => Record<string, unknown>, text: (r: unknown) => string, timeoutMs?: number): Promise<void> {
   const { values, positionals } = parseCli(args, { data: { type: 'string' }, json: { type: 'boolean' }, ...extra }, usage);
   const v = values as Record<string, unknown>;
-  const result = await adminCall(dataRoot(v.data as string | undefined), op, toArgs(v, positionals));
+  const result = await adminCall(dataRoot(v.data as string | undefined), op, toArgs(v, positionals), timeoutMs);
   print(!!v.json, result, () => text(result));
+}
+
+/** retention, sources, gc, verify, jobs: the maintenance commands. */
+async function cmdJobs(cmd: string, rest: string[]): Promise<void> {
+  const HOUR = 3600_000;
+  switch (cmd) {
+    case 'sources':
+      return cmdAdmin('sources.list', rest, { agent: { type: 'string' }, source: { type: 'string' } }, 'cairnd sources --data DIR [--agent A] [--source S] [--json]',
+        (v) => ({ agent: v.agent, source: v.source }), (r) => table(r as Record<string, unknown>[], ['agent_name', 'source', 'keep', 'snapshots', 'last_snapshot']));
+    case 'retention':
+      return cmdAdmin('retention.set', rest, { agent: { type: 'string' }, source: { type: 'string' }, keep: { type: 'string' } }, 'cairnd retention --data DIR [--agent A] [--source S] --keep N [--json]',
+        (v, pos) => {
+          if (pos.length || v.keep === undefined) throw new CairnError('CAIRN_USAGE', 'usage: cairnd retention --data DIR [--agent A] [--source S] --keep N');
+          return { agent: v.agent, source: v.source, keep: v.keep };
+        },
+        (r) => {
+          const x = r as { keep: number; sources: unknown[]; default: boolean; applies: string };
+          return `keep ${x.keep} versions for ${x.sources.length} source(s)${x.default ? ' and as the default for new sources' : ''}; applies ${x.applies}`;
+        });
+    case 'gc':
+      return cmdAdmin('gc.run', rest, { grace: { type: 'string' } }, 'cairnd gc --data DIR [--grace 6h] [--json]',
+        (v) => ({ grace_ms: v.grace === undefined ? undefined : v.grace === '0' ? 0 : parseDuration(v.grace as string) }),
+        (r) => {
+          const g = r as { chunks_freed: number; bytes_freed: number; chunks_before: number; snapshots: number; duration_s: number; peak_rss_mb: number };
+          return `GC: ${g.chunks_freed} of ${g.chunks_before} chunks freed (${formatBytes(g.bytes_freed)}), ${g.snapshots} snapshots kept, ${g.duration_s.toFixed(2)} s, peak ${g.peak_rss_mb} MB`;
+        }, 12 * HOUR);
+    case 'verify':
+      return cmdAdmin('verify.run', rest, { subset: { type: 'string' } }, 'cairnd verify --data DIR [--subset PERCENT] [--json]',
+        (v) => ({ subset: v.subset === undefined ? undefined : Number(v.subset) }),
+        (r) => {
+          const x = r as { chunks_checked: number; bytes_checked: number; mb_per_s: number; bad: { id: string; reason: string; snapshots: { id: string; source: string; files: string[]; manifest_damaged: boolean }[] }[] };
+          const lines = [`verify: ${x.chunks_checked} chunks, ${formatBytes(x.bytes_checked)} checked at ${x.mb_per_s} MB/s, ${x.bad.length} bad`];
+          for (const b of x.bad) {
+            lines.push(`  BAD chunk ${b.id.slice(0, 16)}…: ${b.reason} (moved to quarantine)`);
+            for (const s of b.snapshots) lines.push(`    snapshot ${s.id} (${s.source}): ${s.manifest_damaged ? 'manifest damaged' : s.files.join(', ')}`);
+          }
+          return lines.join('\n');
+        }, 12 * HOUR);
+    case 'jobs':
+      return cmdAdmin('jobs.list', rest, { kind: { type: 'string' }, limit: { type: 'string' } }, 'cairnd jobs --data DIR [--kind K] [--limit N] [--json]',
+        (v) => ({ kind: v.kind, limit: v.limit }), (r) => table(r as Record<string, unknown>[], ['id', 'kind', 'outcome', 'started', 'duration_s', 'error']));
+  }
 }
 
 function table(rows: Record<string, unknown>[], cols: string[]): string {
@@ -158,6 +229,12 @@ async function main(argv: string[]): Promise<void> {
       return cmdAdmin('snapshots.list', rest, { agent: { type: 'string' }, source: { type: 'string' } }, 'cairnd snapshots --data DIR [--agent A] [--source S] [--json]',
         (v) => ({ agent: v.agent, source: v.source }),
         (r) => table((r as { id: string; agent: string; source: string; created: string; chunks: number }[]).map((s) => ({ ...s })), ['id', 'agent', 'source', 'created', 'chunks']));
+    case 'sources':
+    case 'retention':
+    case 'gc':
+    case 'verify':
+    case 'jobs':
+      return cmdJobs(cmd, rest);
     case 'status':
       return cmdAdmin('status', rest, {}, 'cairnd status --data DIR [--json]', () => ({}), (r) => {
         const s = r as { name: string; box: string; fingerprint: string; agents: number; snapshots: number; chunks: number; stored_bytes: number; hardware: { state: string; summary: string } };

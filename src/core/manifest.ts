@@ -167,13 +167,23 @@ export interface ManifestStream {
 
 /** Parses a manifest from its decrypted bytes, in order. Rejects anything malformed with CAIRN_MANIFEST_INVALID. */
 export async function readManifest(source: AsyncIterable<Buffer>): Promise<ManifestStream> {
+  const { r, hj } = await readManifestHead(source);
+  if (hj.kind === 'volume') throw invalid('this snapshot holds a volume image, not a file tree; restore it with `cairn restore SNAPSHOT --target FILE_OR_DEVICE`');
+  return filesManifest(r, hj);
+}
+
+/** Magic, framing version and the header record, shared by every manifest kind. */
+async function readManifestHead(source: AsyncIterable<Buffer>): Promise<{ r: ByteReader; hj: Record<string, unknown>; headerChunks: number }> {
   const r = new ByteReader(source[Symbol.asyncIterator]());
   const magic = await r.read(MANIFEST_MAGIC.length);
   if (!magic || !magic.subarray(0, 7).equals(MANIFEST_MAGIC.subarray(0, 7))) throw invalid('wrong magic');
   if (magic[7] !== MANIFEST_VERSION) throw invalid(`unknown manifest version ${magic[7]}`);
   const first = await readRecord(r);
   if (!first) throw invalid('no header');
-  const hj = first.json;
+  return { r, hj: first.json, headerChunks: first.chunks.length };
+}
+
+function filesManifest(r: ByteReader, hj: Record<string, unknown>): ManifestStream {
   if (hj.v !== MANIFEST_VERSION || hj.kind !== 'files' || !Array.isArray(hj.roots)) throw invalid('bad header');
   const header: ManifestHeader = {
     v: MANIFEST_VERSION,
@@ -221,4 +231,165 @@ export function* chunkRefs(chunks: Buffer): Generator<{ id: Buffer; size: number
   for (let off = 0; off + CHUNK_REF_BYTES <= chunks.length; off += CHUNK_REF_BYTES) {
     yield { id: chunks.subarray(off, off + CHUNK_ID_BYTES), size: chunks.readUInt32LE(off + CHUNK_ID_BYTES) };
   }
+}
+
+/*
+ * Volume manifests (kind 'volume'; FROZEN like kind 'files'). Same magic, framing version and
+ * record framing as above; only the records differ:
+ *
+ *   header  {v:1, kind:'volume', size, block_size, blocks, blocks_data, blocks_zero, blocks_changed,
+ *            device, host, created[, parent]}, its JSON padded with spaces to
+ *            VOLUME_HEADER_JSON_BYTES so a writer can fill in the counts after the map is written
+ *   runs    the block map in block order, as runs of equal kind:
+ *            {"z": n} with no refs    n all-zero blocks: holes, no chunk stored
+ *            {"d": n} with n refs     n data blocks; each ref's size is that block's length
+ *                                     (block_size; the last block may be shorter)
+ *
+ * The runs cover blocks 0 .. blocks-1 exactly once, and the header counts must match them.
+ * blocks_changed counts blocks that differ from the same block of the parent snapshot (a block
+ * beyond the parent's end, or with no parent, compares as a hole); it is informative only.
+ */
+export const VOLUME_HEADER_JSON_BYTES = 4096;
+export const VOLUME_MIN_BLOCK = 64 * 1024;
+/** = MAX_CHUNK_PLAINTEXT in chunk-codec: a block is one chunk. */
+export const VOLUME_MAX_BLOCK = 8 * 1024 * 1024;
+/** A writer's longest data run per record (36 B per ref: 147 KB records). */
+export const VOLUME_DATA_RUN = 4096;
+const MAX_VOLUME_DATA_RUN = 65536;
+const MAX_VOLUME_BLOCKS = 2 ** 32;
+
+export interface VolumeManifestHeader {
+  v: number;
+  kind: 'volume';
+  size: number;
+  block_size: number;
+  blocks: number;
+  blocks_data: number;
+  blocks_zero: number;
+  blocks_changed: number;
+  /** the device or image path that was read */
+  device: string;
+  host: string;
+  created: string;
+  /** id of the snapshot the changed count compares with */
+  parent?: string;
+}
+
+/** A run of the block map: `count` blocks from block `first`; data runs carry CHUNK_REF_BYTES refs per block. */
+export type VolumeRun = { zero: true; first: number; count: number } | { zero: false; first: number; count: number; refs: Buffer };
+
+export interface VolumeManifestStream {
+  header: VolumeManifestHeader;
+  runs: AsyncGenerator<VolumeRun>;
+}
+
+export type AnyManifestStream = ({ kind: 'files' } & ManifestStream) | ({ kind: 'volume' } & VolumeManifestStream);
+
+export function isValidVolumeBlockSize(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= VOLUME_MIN_BLOCK && n <= VOLUME_MAX_BLOCK && (n & (n - 1)) === 0;
+}
+
+export function volumeBlockCount(size: number, blockSize: number): number {
+  return Math.ceil(size / blockSize);
+}
+
+/** Length of block `index` of a volume of `size` bytes. */
+export function volumeBlockLength(size: number, blockSize: number, index: number): number {
+  return Math.min(blockSize, size - index * blockSize);
+}
+
+/** Magic + the header record, padded to a fixed length (see above). */
+export function encodeVolumeHeader(h: VolumeManifestHeader): Buffer {
+  const j = Buffer.from(JSON.stringify(h), 'utf8');
+  if (j.length > VOLUME_HEADER_JSON_BYTES) throw new CairnError('CAIRN_USAGE', 'volume manifest header too long (device path?)');
+  const out = Buffer.alloc(MANIFEST_MAGIC.length + 4 + VOLUME_HEADER_JSON_BYTES + 4, 0x20);
+  MANIFEST_MAGIC.copy(out, 0);
+  out.writeUInt32LE(VOLUME_HEADER_JSON_BYTES, MANIFEST_MAGIC.length);
+  j.copy(out, MANIFEST_MAGIC.length + 4);
+  out.writeUInt32LE(0, out.length - 4);
+  return out;
+}
+
+export function encodeVolumeZeroRun(count: number): Buffer {
+  return frame({ z: count });
+}
+
+/** refs: count x CHUNK_REF_BYTES (id, u32 LE block length). */
+export function encodeVolumeDataRun(refs: Buffer): Buffer {
+  return frame({ d: refs.length / CHUNK_REF_BYTES }, refs);
+}
+
+function volumeHeader(hj: Record<string, unknown>, headerChunks: number): VolumeManifestHeader {
+  if (hj.v !== MANIFEST_VERSION || hj.kind !== 'volume' || headerChunks !== 0) throw invalid('bad volume header');
+  const size = num(hj, 'size');
+  const blockSize = num(hj, 'block_size');
+  if (!isValidVolumeBlockSize(blockSize)) throw invalid(`block size ${blockSize} out of range`);
+  const blocks = num(hj, 'blocks');
+  if (blocks !== volumeBlockCount(size, blockSize) || blocks > MAX_VOLUME_BLOCKS) throw invalid('block count does not match size and block size');
+  const h: VolumeManifestHeader = {
+    v: MANIFEST_VERSION,
+    kind: 'volume',
+    size,
+    block_size: blockSize,
+    blocks,
+    blocks_data: num(hj, 'blocks_data'),
+    blocks_zero: num(hj, 'blocks_zero'),
+    blocks_changed: num(hj, 'blocks_changed'),
+    device: typeof hj.device === 'string' ? hj.device : '',
+    host: typeof hj.host === 'string' ? hj.host : '',
+    created: typeof hj.created === 'string' ? hj.created : '',
+  };
+  if (typeof hj.parent === 'string') h.parent = hj.parent;
+  if (h.blocks_data + h.blocks_zero !== blocks || h.blocks_changed > blocks) throw invalid('block counts do not add up');
+  return h;
+}
+
+function volumeRuns(r: ByteReader, h: VolumeManifestHeader): AsyncGenerator<VolumeRun> {
+  return (async function* runs(): AsyncGenerator<VolumeRun> {
+    let next = 0;
+    let zero = 0;
+    for (;;) {
+      const rec = await readRecord(r);
+      if (!rec) break;
+      if (next >= h.blocks) throw invalid('records after the end of the block map');
+      const o = rec.json;
+      const keys = Object.keys(o);
+      if (keys.length !== 1 || (keys[0] !== 'z' && keys[0] !== 'd')) throw invalid('unknown block map record');
+      const count = num(o, keys[0]);
+      if (count === 0 || count > h.blocks - next) throw invalid(`run of ${count} blocks at block ${next} out of range`);
+      if (keys[0] === 'z') {
+        if (rec.chunks.length) throw invalid('chunks on a zero run');
+        zero += count;
+        yield { zero: true, first: next, count };
+      } else {
+        if (count > MAX_VOLUME_DATA_RUN || rec.chunks.length !== count * CHUNK_REF_BYTES) throw invalid('data run does not carry one ref per block');
+        for (let i = 0; i < count; i++) {
+          if (rec.chunks.readUInt32LE(i * CHUNK_REF_BYTES + CHUNK_ID_BYTES) !== volumeBlockLength(h.size, h.block_size, next + i)) {
+            throw invalid(`block ${next + i} has a ref of the wrong size`);
+          }
+        }
+        yield { zero: false, first: next, count, refs: rec.chunks };
+      }
+      next += count;
+    }
+    if (next !== h.blocks) throw invalid(`block map ends at block ${next} of ${h.blocks}`);
+    if (zero !== h.blocks_zero) throw invalid('zero block count does not match the header');
+  })();
+}
+
+/** Parses a volume manifest. Rejects anything malformed (or a file manifest) with CAIRN_MANIFEST_INVALID. */
+export async function readVolumeManifest(source: AsyncIterable<Buffer>): Promise<VolumeManifestStream> {
+  const { r, hj, headerChunks } = await readManifestHead(source);
+  const header = volumeHeader(hj, headerChunks);
+  return { header, runs: volumeRuns(r, header) };
+}
+
+/** Parses a manifest of either kind; callers dispatch on `kind`. */
+export async function readAnyManifest(source: AsyncIterable<Buffer>): Promise<AnyManifestStream> {
+  const { r, hj, headerChunks } = await readManifestHead(source);
+  if (hj.kind === 'volume') {
+    const header = volumeHeader(hj, headerChunks);
+    return { kind: 'volume', header, runs: volumeRuns(r, header) };
+  }
+  return { kind: 'files', ...filesManifest(r, hj) };
 }

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { CairnError, CairnErrorCode, errnoCode, errorMessage } from '../../core/errors';
 import { Logger } from '../../core/log';
 import { Box } from '../box';
+import { DataDir } from '../data-dir';
 import { AdminArgs, runAdminOp } from './ops';
 
 /**
@@ -12,7 +13,15 @@ import { AdminArgs, runAdminOp } from './ops';
  */
 const MAX_LINE = 64 * 1024;
 
-export async function listenAdminSocket(box: Box, log: Logger): Promise<net.Server> {
+/** What answers on the socket when there is no activated box yet (setup mode, src/appliance/setup-mode.ts). */
+export interface AdminEndpoint {
+  dir: DataDir;
+  dispatch(op: string, args: AdminArgs): Promise<unknown>;
+}
+
+export async function listenAdminSocket(target: Box | AdminEndpoint, log: Logger): Promise<net.Server> {
+  const box = target;
+  const run = target instanceof Box ? (op: string, a: AdminArgs) => runAdminOp(target, op, a) : (op: string, a: AdminArgs) => target.dispatch(op, a);
   const file = box.dir.adminSocket;
   fs.mkdirSync(box.dir.run, { recursive: true, mode: 0o700 });
   if (fs.existsSync(file)) {
@@ -41,7 +50,7 @@ export async function listenAdminSocket(box: Box, log: Logger): Promise<net.Serv
             const req = JSON.parse(line) as { op?: unknown; args?: unknown };
             if (typeof req.op !== 'string') throw new CairnError('CAIRN_ADMIN_PROTOCOL', 'request has no op');
             const args = req.args && typeof req.args === 'object' ? (req.args as AdminArgs) : {};
-            reply = { ok: true, result: await runAdminOp(box, req.op, args) };
+            reply = { ok: true, result: await run(req.op, args) };
             log.info('admin.op', { op: req.op });
           } catch (err) {
             const code = err instanceof CairnError ? err.code : err instanceof SyntaxError ? 'CAIRN_ADMIN_PROTOCOL' : 'CAIRN_API_UNEXPECTED';
@@ -115,10 +124,10 @@ export function callAdminSocket(file: string, op: string, args: AdminArgs, timeo
 }
 
 /** Runs an admin op through the running daemon if there is one, else directly on the data directory. */
-export async function adminCall(dataRoot: string, op: string, args: AdminArgs): Promise<unknown> {
+export async function adminCall(dataRoot: string, op: string, args: AdminArgs, timeoutMs?: number): Promise<unknown> {
   const { DataDir } = await import('../data-dir');
   const dir = new DataDir(dataRoot);
-  const viaDaemon = await callAdminSocket(dir.adminSocket, op, args);
+  const viaDaemon = await callAdminSocket(dir.adminSocket, op, args, timeoutMs);
   if (viaDaemon) return viaDaemon.result;
   const box = Box.open(dataRoot);
   try {

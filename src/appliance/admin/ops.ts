@@ -3,6 +3,9 @@ import { newPairingToken } from '../../core/pairing-token';
 import { fingerprint } from '../identity';
 import { Box } from '../box';
 import { DEFAULT_PORT } from '../../core/api';
+import { jobOps } from './job-ops';
+import { hostOpsForBox } from '../host-ops';
+import { consoleOps } from './console-ops';
 
 /**
  * Admin operations: what the console and the `cairnd` admin commands can do. They run inside
@@ -84,6 +87,11 @@ export const adminOps: Record<string, AdminOp> = {
     };
   },
 };
+
+// The console's operations: host ops (also answered in setup mode) and the dashboard's.
+Object.assign(adminOps, hostOpsForBox(), consoleOps);
+
+Object.assign(adminOps, jobOps);
 
 export async function runAdminOp(box: Box, op: string, args: AdminArgs): Promise<unknown> {
   const fn = Object.prototype.hasOwnProperty.call(adminOps, op) ? adminOps[op] : undefined;

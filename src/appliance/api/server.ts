@@ -12,6 +12,7 @@ import { dataKeysToJson } from '../../core/keys';
 import { isChunkIdHex } from '../../core/chunk-id';
 import { AgentRow } from '../store/catalog';
 import { MAX_CHUNK_BLOB } from '../../core/chunk-codec';
+import { storeError } from '../store/durable';
 
 /**
  * The HTTPS API for agents. TLS 1.3 only, HTTP/1.1 keep-alive (measured faster than HTTP/2
@@ -123,7 +124,7 @@ export class ApiServer {
     this.routes = [
       { method: 'GET', pattern: /^\/v1\/info$/, auth: false, handler: (_q, r) => this.info(r) },
       { method: 'POST', pattern: /^\/v1\/pair$/, auth: false, handler: (q, r) => this.pair(q, r) },
-      { method: 'POST', pattern: /^\/v1\/chunks\/missing$/, auth: true, handler: (q, r) => this.missing(q, r) },
+      { method: 'POST', pattern: /^\/v1\/chunks\/missing$/, auth: true, handler: (q, r, _m, a) => this.missing(q, r, a) },
       { method: 'POST', pattern: /^\/v1\/chunks$/, auth: true, handler: (q, r, _m, a) => this.upload(q, r, a) },
       { method: 'POST', pattern: /^\/v1\/snapshots$/, auth: true, handler: (q, r, _m, a) => this.commit(q, r, a!) },
       { method: 'GET', pattern: /^\/v1\/snapshots$/, auth: true, handler: (q, r, _m, a) => this.listSnapshots(q, r, a!) },
@@ -180,7 +181,8 @@ export class ApiServer {
     }
   }
 
-  private fail(req: http.IncomingMessage, res: http.ServerResponse, err: unknown, agent: AgentRow | undefined): void {
+  private fail(req: http.IncomingMessage, res: http.ServerResponse, raw: unknown, agent: AgentRow | undefined): void {
+    const err = storeError(raw);
     const ce = err instanceof CairnError ? err : undefined;
     const status = ce ? ce.httpStatus : 500;
     const body = ce
@@ -249,8 +251,9 @@ export class ApiServer {
     sendJson(res, 200, out);
   }
 
-  private async missing(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async missing(req: http.IncomingMessage, res: http.ServerResponse, agent?: AgentRow): Promise<void> {
     const ids = decodeIdList(await readBody(req, MAX_MISSING_QUERY * 32), MAX_MISSING_QUERY);
+    if (agent) this.opts.box.store.touchSession(agent.id, this.now());
     sendBinary(res, Buffer.concat(this.opts.box.store.missing(ids)));
   }
 
@@ -272,6 +275,7 @@ export class ApiServer {
 
   private async upload(req: http.IncomingMessage, res: http.ServerResponse, agent?: AgentRow): Promise<void> {
     this.backupActivity(agent);
+    if (agent) this.opts.box.store.touchSession(agent.id, this.now());
     const body = await readBody(req, MAX_UPLOAD_BATCH_BYTES + MAX_CHUNK_BLOB + 1024);
     const items = decodeUploadBatch(body);
     const r = await this.opts.box.store.putBatch(items);
@@ -280,7 +284,20 @@ export class ApiServer {
 
   private async commit(req: http.IncomingMessage, res: http.ServerResponse, agent: AgentRow): Promise<void> {
     const { commit, refs } = decodeCommit(await readBody(req, MAX_COMMIT_BYTES));
-    const info = await this.opts.box.store.commitSnapshot({ agentId: agent.id, source: commit.source, host: commit.host, manifest: commit.manifest, refs: sortUniqueIds(refs), stats: commit.stats });
+    const started = this.now();
+    let info;
+    try {
+      info = await this.opts.box.store.commitSnapshot({ agentId: agent.id, source: commit.source, host: commit.host, manifest: commit.manifest, refs: sortUniqueIds(refs), stats: commit.stats });
+    } catch (err) {
+      try {
+        this.opts.box.catalog.recordJob('backup', started, 'failed', { agent: agent.id, source: commit.source }, errorMessage(err));
+      } catch {
+        /* the failure itself is what matters (e.g. a full disk) */
+      }
+      throw err;
+    }
+    this.opts.box.store.endSession(agent.id);
+    this.opts.box.catalog.recordJob('backup', started - commit.stats.duration_s * 1000, 'ok', { agent: agent.id, source: commit.source, snapshot: info.id, ...commit.stats });
     this.opts.log.info('snapshot.committed', { snapshot: info.id, agent: agent.id, source: info.source, chunks: info.chunks, bytes_new: info.stats.bytes_new });
     sendJson(res, 201, info);
   }

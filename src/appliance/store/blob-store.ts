@@ -10,6 +10,11 @@ import { fsyncDirAsync, ioError } from './durable';
  * root/ab/cd/<64 hex>, written to tmpDir, fsynced, hard-linked into place (link() never
  * replaces an existing blob, so nothing is ever overwritten) and the directory fsynced.
  */
+export interface StagedBlob {
+  id: Buffer;
+  tmp: string;
+}
+
 export interface BlobStore {
   /** Durable when the promise resolves. 'existed' when a blob with this id was already stored (it is left untouched). */
   put(id: Buffer, data: Uint8Array): Promise<'stored' | 'existed'>;
@@ -60,30 +65,65 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async put(id: Buffer, data: Uint8Array): Promise<'stored' | 'existed'> {
-    const final = this.pathOf(id);
+    const st = await this.stage(id, data);
+    try {
+      return (await this.publish([st], false))[0];
+    } finally {
+      await this.discard([st]);
+    }
+  }
+
+  /** Phase 1 of a put: the bytes are written under tmp/ and fsynced. Nothing is visible yet. */
+  async stage(id: Buffer, data: Uint8Array): Promise<StagedBlob> {
     const tmp = path.join(this.tmpDir, `${id.toString('hex').slice(0, 16)}.${randomBytes(6).toString('hex')}`);
     let fh: fs.promises.FileHandle | undefined;
     try {
       fh = await fs.promises.open(tmp, 'wx', 0o600);
       await fh.writeFile(data);
       await fh.sync();
-      await fh.close();
-      fh = undefined;
-      await this.ensureShard(final);
-      try {
-        await fs.promises.link(tmp, final);
-      } catch (err) {
-        if (errnoCode(err) === 'EEXIST') return 'existed';
-        throw err;
-      }
-      await fsyncDirAsync(path.dirname(final));
-      return 'stored';
+      return { id, tmp };
     } catch (err) {
+      await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
       throw ioError(`storing chunk ${id.toString('hex').slice(0, 16)}`, err);
     } finally {
       if (fh) await fh.close().catch(() => undefined);
-      await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
     }
+  }
+
+  /**
+   * Phase 2: links staged blobs into place and fsyncs their directories; durable on return.
+   * An existing file is left alone ('existed') unless `replaceUnlisted`, which the chunk store
+   * passes only for ids it has no row for (a leftover of a crash or of GC, never a live chunk):
+   * then the verified new bytes take its place atomically.
+   */
+  async publish(staged: StagedBlob[], replaceUnlisted: boolean): Promise<('stored' | 'existed')[]> {
+    const out: ('stored' | 'existed')[] = [];
+    const dirs = new Set<string>();
+    try {
+      for (const st of staged) {
+        const final = this.pathOf(st.id);
+        await this.ensureShard(final);
+        try {
+          await fs.promises.link(st.tmp, final);
+          out.push('stored');
+        } catch (err) {
+          if (errnoCode(err) !== 'EEXIST') throw err;
+          if (replaceUnlisted) {
+            await fs.promises.rename(st.tmp, final);
+            out.push('stored');
+          } else out.push('existed');
+        }
+        dirs.add(path.dirname(final));
+      }
+      for (const d of dirs) await fsyncDirAsync(d);
+      return out;
+    } catch (err) {
+      throw ioError('storing chunks', err);
+    }
+  }
+
+  async discard(staged: StagedBlob[]): Promise<void> {
+    for (const st of staged) await fs.promises.rm(st.tmp, { force: true }).catch(() => undefined);
   }
 
   async get(id: Buffer): Promise<Buffer> {

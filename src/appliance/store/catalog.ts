@@ -13,7 +13,30 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
  * Invariant: a chunk row exists only after its blob is durable; a snapshot row exists only
  * after its refs file is durable and every id in it has a chunk row.
  */
-export const CATALOG_SCHEMA_VERSION = 1;
+export const CATALOG_SCHEMA_VERSION = 2;
+export const DEFAULT_KEEP = 30;
+
+export type JobKind = 'backup' | 'gc' | 'verify' | 'retention';
+
+export interface JobRow {
+  id: number;
+  kind: JobKind;
+  started_at: number;
+  finished_at: number | null;
+  outcome: 'running' | 'ok' | 'failed' | 'interrupted';
+  figures: Record<string, unknown>;
+  error: string | null;
+}
+
+export interface SourceRow {
+  id: number;
+  agent_id: string;
+  agent_name: string;
+  name: string;
+  keep: number;
+  snapshots: number;
+  last_snapshot: number | null;
+}
 export const MAX_FAILED_TOKEN_ATTEMPTS = 5;
 
 export interface AgentRow {
@@ -52,7 +75,8 @@ export function hashSecret(secret: Buffer | string): Buffer {
 export class Catalog {
   readonly db: Database.Database;
   private readonly hasChunk: Database.Statement<[Buffer], { x: number }>;
-  private readonly insertChunk: Database.Statement<[Buffer, number, number]>;
+  private readonly insertChunk: Database.Statement<[Buffer, number, number, number]>;
+  private readonly seeChunk: Database.Statement<[number, Buffer]>;
 
   constructor(file: string, opts: { readonly?: boolean } = {}) {
     this.db = new Database(file, { readonly: opts.readonly ?? false });
@@ -64,7 +88,8 @@ export class Catalog {
       this.migrate();
     }
     this.hasChunk = this.db.prepare('SELECT 1 AS x FROM chunks WHERE id = ?');
-    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at) VALUES (?, ?, ?)');
+    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at) VALUES (?, ?, ?, ?)');
+    this.seeChunk = this.db.prepare('UPDATE chunks SET seen_at = ? WHERE id = ?');
   }
 
   private migrate(): void {
@@ -92,6 +117,74 @@ export class Catalog {
         INSERT INTO meta (key, value) VALUES ('schema', '1');
         COMMIT;`);
     }
+    if (version < 2) {
+      // v2: jobs history, quarantine, and the time an agent last relied on a chunk (GC grace).
+      this.db.exec(`
+        BEGIN;
+        ALTER TABLE chunks ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;
+        UPDATE chunks SET seen_at = stored_at;
+        CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER,
+          outcome TEXT NOT NULL, figures TEXT NOT NULL DEFAULT '{}', error TEXT);
+        CREATE INDEX jobs_by_kind ON jobs (kind, started_at);
+        CREATE TABLE quarantine (id BLOB NOT NULL, found_at INTEGER NOT NULL, reason TEXT NOT NULL, file TEXT NOT NULL);
+        UPDATE meta SET value = '2' WHERE key = 'schema';
+        COMMIT;`);
+    }
+  }
+
+  // ---- settings ----
+
+  getSetting(key: string): string | undefined {
+    return (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(`setting.${key}`) as { value: string } | undefined)?.value;
+  }
+
+  setSetting(key: string, value: string): void {
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(`setting.${key}`, value);
+  }
+
+  defaultKeep(): number {
+    const v = Number(this.getSetting('retention_default'));
+    return Number.isInteger(v) && v > 0 ? v : DEFAULT_KEEP;
+  }
+
+  // ---- jobs ----
+
+  startJob(kind: JobKind, now = Date.now()): number {
+    return Number(this.db.prepare(`INSERT INTO jobs (kind, started_at, outcome) VALUES (?, ?, 'running')`).run(kind, now).lastInsertRowid);
+  }
+
+  finishJob(id: number, outcome: 'ok' | 'failed', figures: Record<string, unknown>, error?: string, now = Date.now()): void {
+    this.db.prepare('UPDATE jobs SET finished_at = ?, outcome = ?, figures = ?, error = ? WHERE id = ?').run(now, outcome, JSON.stringify(figures), error ?? null, id);
+  }
+
+  recordJob(kind: JobKind, startedAt: number, outcome: 'ok' | 'failed', figures: Record<string, unknown>, error?: string, now = Date.now()): void {
+    this.db.prepare('INSERT INTO jobs (kind, started_at, finished_at, outcome, figures, error) VALUES (?, ?, ?, ?, ?, ?)').run(kind, startedAt, now, outcome, JSON.stringify(figures), error ?? null);
+  }
+
+  /** Jobs left 'running' by a process that died are marked interrupted (call at start-up). */
+  markInterruptedJobs(now = Date.now()): number {
+    return this.db.prepare(`UPDATE jobs SET outcome = 'interrupted', finished_at = ? WHERE outcome = 'running'`).run(now).changes;
+  }
+
+  listJobs(filter: { kind?: string; limit?: number } = {}): JobRow[] {
+    const rows = this.db
+      .prepare(`SELECT * FROM jobs ${filter.kind ? 'WHERE kind = ?' : ''} ORDER BY id DESC LIMIT ?`)
+      .all(...(filter.kind ? [filter.kind] : []), filter.limit ?? 100) as (Omit<JobRow, 'figures'> & { figures: string })[];
+    return rows.map((r) => ({ ...r, figures: JSON.parse(r.figures) as Record<string, unknown> }));
+  }
+
+  lastJob(kind: JobKind): JobRow | undefined {
+    return this.listJobs({ kind, limit: 1 })[0];
+  }
+
+  // ---- quarantine ----
+
+  quarantineChunk(id: Buffer, reason: string, file: string, now = Date.now()): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM chunks WHERE id = ?').run(id);
+      this.db.prepare('INSERT INTO quarantine (id, found_at, reason, file) VALUES (?, ?, ?, ?)').run(id, now, reason, file);
+      this.event('chunk.quarantined', { chunk: id.toString('hex'), reason });
+    })();
   }
 
   close(): void {
@@ -198,18 +291,52 @@ export class Catalog {
     return this.hasChunk.get(id) !== undefined;
   }
 
-  /** The ids among `ids` that have no chunk row. */
-  missingChunks(ids: Buffer[]): Buffer[] {
+  /**
+   * The ids among `ids` that have no chunk row. The others are marked as seen now, in the
+   * same transaction: an agent that was told "stored" will rely on them, and GC spares chunks
+   * seen within its grace period.
+   */
+  missingChunks(ids: Buffer[], now = Date.now()): Buffer[] {
     const out: Buffer[] = [];
-    for (const id of ids) if (this.hasChunk.get(id) === undefined) out.push(id);
+    this.db.transaction(() => {
+      for (const id of ids) {
+        if (this.hasChunk.get(id) === undefined) out.push(id);
+        else this.seeChunk.run(now, id);
+      }
+    })();
     return out;
   }
 
   addChunks(rows: { id: Buffer; size: number }[], now = Date.now()): void {
     const tx = this.db.transaction(() => {
-      for (const r of rows) this.insertChunk.run(r.id, r.size, now);
+      for (const r of rows) {
+        this.insertChunk.run(r.id, r.size, now, now);
+        this.seeChunk.run(now, r.id);
+      }
     });
     tx();
+  }
+
+  /** Deletes chunk rows that were not seen since `cutoff`; returns the rows actually deleted. */
+  deleteChunkRows(ids: Buffer[], cutoff: number): { id: Buffer; size: number }[] {
+    const del = this.db.prepare('DELETE FROM chunks WHERE id = ? AND seen_at < ? RETURNING size');
+    const out: { id: Buffer; size: number }[] = [];
+    this.db.transaction(() => {
+      for (const id of ids) {
+        const r = del.get(id, cutoff) as { size: number } | undefined;
+        if (r) out.push({ id, size: r.size });
+      }
+    })();
+    return out;
+  }
+
+  /** All chunk rows in id order (for GC and verify; ids only, 32 bytes each). */
+  chunkIdsSorted(): Buffer[] {
+    return (this.db.prepare('SELECT id FROM chunks ORDER BY id').raw().all() as [Buffer][]).map((r) => r[0]);
+  }
+
+  chunkSize(id: Buffer): number | undefined {
+    return (this.db.prepare('SELECT size FROM chunks WHERE id = ?').get(id) as { size: number } | undefined)?.size;
   }
 
   chunkStats(): { count: number; bytes: number } {
@@ -220,7 +347,7 @@ export class Catalog {
   // ---- sources and snapshots ----
 
   sourceId(agentId: string, name: string, now = Date.now()): number {
-    this.db.prepare('INSERT OR IGNORE INTO sources (agent_id, name, created_at) VALUES (?, ?, ?)').run(agentId, name, now);
+    this.db.prepare('INSERT OR IGNORE INTO sources (agent_id, name, keep, created_at) VALUES (?, ?, ?, ?)').run(agentId, name, this.defaultKeep(), now);
     return (this.db.prepare('SELECT id FROM sources WHERE agent_id = ? AND name = ?').get(agentId, name) as { id: number }).id;
   }
 
@@ -264,6 +391,44 @@ export class Catalog {
     }
     const sql = `${Catalog.SNAPSHOT_SELECT} ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY s.created_at, s.id`;
     return (this.db.prepare(sql).all(...args) as SnapshotRow[]).map(Catalog.toInfo);
+  }
+
+  listSources(filter: { agentId?: string; source?: string } = {}): SourceRow[] {
+    const where: string[] = [];
+    const args: string[] = [];
+    if (filter.agentId) {
+      where.push('src.agent_id = ?');
+      args.push(filter.agentId);
+    }
+    if (filter.source) {
+      where.push('src.name = ?');
+      args.push(filter.source);
+    }
+    return this.db
+      .prepare(
+        `SELECT src.id, src.agent_id, a.name AS agent_name, src.name, src.keep,
+           (SELECT count(*) FROM snapshots s WHERE s.source_id = src.id) AS snapshots,
+           (SELECT max(created_at) FROM snapshots s WHERE s.source_id = src.id) AS last_snapshot
+         FROM sources src JOIN agents a ON a.id = src.agent_id ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY src.id`,
+      )
+      .all(...args) as SourceRow[];
+  }
+
+  setKeep(sourceId: number, keep: number): void {
+    this.db.prepare('UPDATE sources SET keep = ? WHERE id = ?').run(keep, sourceId);
+  }
+
+  /** Snapshot ids of one source, oldest first. */
+  sourceSnapshotIds(sourceId: number): string[] {
+    return (this.db.prepare('SELECT id FROM snapshots WHERE source_id = ? ORDER BY created_at, id').raw().all(sourceId) as [string][]).map((r) => r[0]);
+  }
+
+  allSnapshotIds(): string[] {
+    return (this.db.prepare('SELECT id FROM snapshots').raw().all() as [string][]).map((r) => r[0]);
+  }
+
+  deleteSnapshotRow(id: string): void {
+    this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(id);
   }
 
   getSnapshot(id: string): SnapshotInfo | undefined {

@@ -4,11 +4,13 @@ import { randomBytes } from 'node:crypto';
 import { CairnError } from '../../core/errors';
 import { openChunk, parseChunkHeader } from '../../core/chunk-codec';
 import { DataKeys } from '../../core/keys';
-import { BlobStore } from './blob-store';
+import { LocalBlobStore, StagedBlob } from './blob-store';
 import { Catalog } from './catalog';
 import { fsyncDirAsync, ioError } from './durable';
 import { CHUNK_ID_BYTES } from '../../core/chunk-id';
 import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
+import { Mutex } from './mutex';
+import { sortedContains } from './refs';
 
 /**
  * Chunk store: the blob store plus the catalog, with verification. Every uploaded blob is
@@ -20,9 +22,41 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
  */
 export class ChunkStore {
   private readonly refsCache = new Map<string, Buffer>();
+  /** Held by snapshot commits and by each GC sweep batch: they never interleave. */
+  readonly commitLock = new Mutex();
+  /** Backup sessions in progress: agent id -> when it started and when it was last heard. */
+  private readonly sessions = new Map<string, { start: number; last: number }>();
+  static readonly SESSION_IDLE_MS = 15 * 60 * 1000;
+
+  /**
+   * An agent asking about or uploading chunks is in a backup session until it commits (or is
+   * silent for SESSION_IDLE_MS). GC spares every chunk written or confirmed since the start of
+   * the oldest open session, however long that backup runs.
+   */
+  touchSession(agentId: string, now = Date.now()): void {
+    const s = this.sessions.get(agentId);
+    if (s && now - s.last < ChunkStore.SESSION_IDLE_MS) s.last = now;
+    else this.sessions.set(agentId, { start: now, last: now });
+  }
+
+  endSession(agentId: string): void {
+    this.sessions.delete(agentId);
+  }
+
+  oldestOpenSession(now = Date.now()): number | undefined {
+    let oldest: number | undefined;
+    for (const [id, s] of this.sessions) {
+      if (now - s.last >= ChunkStore.SESSION_IDLE_MS) this.sessions.delete(id);
+      else if (oldest === undefined || s.start < oldest) oldest = s.start;
+    }
+    return oldest;
+  }
+
+  /** Hook run after every commit, inside the commit lock (retention). */
+  afterCommit: ((info: SnapshotInfo) => void) | undefined;
 
   constructor(
-    readonly blobs: BlobStore,
+    readonly blobs: LocalBlobStore,
     readonly catalog: Catalog,
     private readonly keys: DataKeys,
     readonly refsDir: string,
@@ -45,25 +79,37 @@ export class ChunkStore {
       parseChunkHeader(it.blob);
       openChunk(this.keys, it.id, it.blob);
     }
-    let stored = 0;
     let existed = 0;
-    const rows: { id: Buffer; size: number }[] = [];
-    const queue = items.slice();
-    const worker = async (): Promise<void> => {
-      for (let it = queue.shift(); it; it = queue.shift()) {
-        if (this.catalog.hasChunk_(it.id)) {
-          existed++;
-          continue;
-        }
-        const r = await this.blobs.put(it.id, it.blob);
-        if (r === 'stored') stored++;
-        else existed++;
-        rows.push({ id: it.id, size: it.blob.length });
+    const fresh: { id: Buffer; blob: Buffer }[] = [];
+    const seen = new Set<string>();
+    for (const it of items) {
+      const hex = it.id.toString('hex');
+      if (seen.has(hex) || this.catalog.hasChunk_(it.id)) existed++;
+      else {
+        seen.add(hex);
+        fresh.push(it);
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(4, items.length) }, worker));
-    this.catalog.addChunks(rows);
-    return { stored, existed };
+    }
+    // Write and fsync outside the lock (the slow part), then publish and record under it, so GC
+    // never deletes a file between our link and our row.
+    const staged: StagedBlob[] = [];
+    try {
+      const queue = fresh.slice();
+      const worker = async (): Promise<void> => {
+        for (let it = queue.shift(); it; it = queue.shift()) staged.push(await this.blobs.stage(it.id, it.blob));
+      };
+      await Promise.all(Array.from({ length: Math.min(4, fresh.length) }, worker));
+      const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
+      return await this.commitLock.run(async () => {
+        const todo = staged.filter((st) => !this.catalog.hasChunk_(st.id));
+        existed += staged.length - todo.length;
+        await this.blobs.publish(todo, true);
+        this.catalog.addChunks(todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))! })));
+        return { stored: todo.length, existed };
+      });
+    } finally {
+      await this.blobs.discard(staged);
+    }
   }
 
   async getBlob(id: Buffer): Promise<Buffer> {
@@ -80,6 +126,10 @@ export class ChunkStore {
 
   /** Commits a snapshot. `refs` must be sorted and unique. */
   async commitSnapshot(c: { agentId: string; source: string; host: string; manifest: ManifestRef[]; refs: Buffer; stats: BackupStats }): Promise<SnapshotInfo> {
+    return this.commitLock.run(() => this.commitLocked(c));
+  }
+
+  private async commitLocked(c: { agentId: string; source: string; host: string; manifest: ManifestRef[]; refs: Buffer; stats: BackupStats }): Promise<SnapshotInfo> {
     const n = c.refs.length / CHUNK_ID_BYTES;
     const missing: string[] = [];
     for (let i = 0; i < n; i++) {
@@ -90,7 +140,7 @@ export class ChunkStore {
       }
     }
     for (const m of c.manifest) {
-      if (!refsContain(c.refs, Buffer.from(m.id, 'hex'))) missing.push(m.id);
+      if (!sortedContains(c.refs, Buffer.from(m.id, 'hex'))) missing.push(m.id);
     }
     if (missing.length) {
       throw new CairnError('CAIRN_SNAPSHOT_INCOMPLETE', `snapshot refused: ${missing.length}${missing.length >= 1000 ? '+' : ''} referenced chunks are not stored on the box; upload them and commit again`, { missing });
@@ -114,7 +164,9 @@ export class ChunkStore {
     }
     const createdAt = Date.now();
     this.catalog.insertSnapshot({ id, agentId: c.agentId, source: c.source, host: c.host, createdAt, manifest: c.manifest, chunkCount: n, stats: c.stats });
-    return this.catalog.getSnapshot(id)!;
+    const info = this.catalog.getSnapshot(id)!;
+    this.afterCommit?.(info);
+    return info;
   }
 
   /** Whether snapshot `snapshotId` references chunk `id` (binary search in its sorted refs file). */
@@ -126,19 +178,10 @@ export class ChunkStore {
       // Bounded: a few recent snapshots (a restore reads one at a time).
       while (this.refsCache.size > 4) this.refsCache.delete(this.refsCache.keys().next().value as string);
     }
-    return refsContain(refs, id);
+    return sortedContains(refs, id);
   }
-}
 
-export function refsContain(refs: Buffer, id: Buffer): boolean {
-  let lo = 0;
-  let hi = refs.length / CHUNK_ID_BYTES - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const c = Buffer.compare(refs.subarray(mid * CHUNK_ID_BYTES, (mid + 1) * CHUNK_ID_BYTES), id);
-    if (c === 0) return true;
-    if (c < 0) lo = mid + 1;
-    else hi = mid - 1;
+  forgetRefs(snapshotId: string): void {
+    this.refsCache.delete(snapshotId);
   }
-  return false;
 }

@@ -16,6 +16,14 @@ export function ioError(what: string, err: unknown): CairnError {
   return new CairnError('CAIRN_STORE_IO', `I/O error while ${what}: ${errorMessage(err)}`);
 }
 
+/** SQLite's "disk full" and I/O errors, as CairnErrors (other errors pass through). */
+export function storeError(err: unknown): unknown {
+  const code = errnoCode(err);
+  if (code === 'SQLITE_FULL') return new CairnError('CAIRN_STORE_FULL', "the box's disk is full while updating its catalog; free space or add disks, then retry");
+  if (code && code.startsWith('SQLITE_IOERR')) return new CairnError('CAIRN_STORE_IO', `the box's catalog hit an I/O error (${code})`);
+  return err;
+}
+
 export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {

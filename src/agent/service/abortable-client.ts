@@ -1,0 +1,38 @@
+import { CairnError } from '../../core/errors';
+import { BoxClient, ClientResponse } from '../box-client';
+import { AgentConfig } from '../state';
+
+/**
+ * A BoxClient that can be stopped from outside (SIGTERM): abort() fails every request in flight
+ * and every later one with CAIRN_INTERRUPTED, which makes a running backupFiles() unwind through
+ * its own cleanup. Chunks that landed stay on the box, so the next run does not resend them.
+ */
+export class AbortableBoxClient extends BoxClient {
+  private aborted = false;
+
+  static forConfig(config: AgentConfig, opts: { maxSockets?: number } = {}): AbortableBoxClient {
+    return new AbortableBoxClient(
+      { host: config.box.host, port: config.box.port, certPem: config.box.cert_pem, spkiSha256: Buffer.from(config.box.spki_sha256, 'hex') },
+      config.agent.credential,
+      opts,
+    );
+  }
+
+  abort(): void {
+    this.aborted = true;
+    this.close();
+  }
+
+  override async request(method: string, path: string, body?: Buffer | Buffer[], opts: { contentType?: string; timeoutMs?: number } = {}): Promise<ClientResponse> {
+    if (this.aborted) throw interrupted();
+    try {
+      return await super.request(method, path, body, opts);
+    } catch (err) {
+      throw this.aborted ? interrupted() : err;
+    }
+  }
+}
+
+function interrupted(): CairnError {
+  return new CairnError('CAIRN_INTERRUPTED', 'the backup was stopped (the agent is shutting down); it resumes on the next run');
+}

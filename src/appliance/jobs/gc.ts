@@ -1,0 +1,200 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { CairnError, errorMessage } from '../../core/errors';
+import { Logger } from '../../core/log';
+import { CHUNK_ID_BYTES } from '../../core/chunk-id';
+import { Box } from '../box';
+import { mergeRefs, sortedContains } from '../store/refs';
+
+/**
+ * Garbage collection: mark every chunk a snapshot references, sweep the rest.
+ *
+ * Safety with concurrent uploads and commits (uploads may run during GC):
+ * - a chunk whose row was written or confirmed to an agent ("you have it") since the start
+ *   of the oldest backup session still open, or within the grace period before GC started,
+ *   is never deleted (seen_at): an agent relies on a chunk only between such a confirmation
+ *   and its commit, which ends its session;
+ * - each sweep batch runs under the store's commit lock, and first marks the refs of every
+ *   snapshot committed since marking began; a commit checks its chunks under the same lock,
+ *   so a commit either sees a chunk gone (and is refused, nothing lost) or GC sees its refs;
+ * - rows are deleted before files: a crash leaves files without rows, which a later run
+ *   removes once they are older than the grace period (as it does with stray refs files).
+ * GC refuses to run when a snapshot's refs file is missing: it could not know what to keep.
+ *
+ * Memory: the mark set is 32 bytes per distinct referenced chunk (32 MB per million), plus
+ * 64 KiB per refs file being merged and the list of unreferenced ids.
+ */
+export interface GcOptions {
+  /** chunks written or confirmed within this many ms before GC started are kept (default 6 h) */
+  graceMs?: number;
+  log?: Logger;
+  now?: () => number;
+  /** test hook: awaited between phases and sweep batches */
+  onStep?: (step: string) => Promise<void> | void;
+}
+
+export interface GcReport {
+  snapshots: number;
+  chunks_before: number;
+  chunks_marked: number;
+  chunks_freed: number;
+  bytes_freed: number;
+  orphan_files_removed: number;
+  orphan_refs_removed: number;
+  duration_s: number;
+  peak_rss_mb: number;
+}
+
+export const DEFAULT_GC_GRACE_MS = 6 * 3600 * 1000;
+const BATCH = 512;
+
+export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
+  const now = opts.now ?? Date.now;
+  const started = now();
+  const session = box.store.oldestOpenSession(started);
+  const cutoff = Math.min(started - (opts.graceMs ?? DEFAULT_GC_GRACE_MS), session ?? Infinity);
+  const { catalog, store, blobs } = box;
+  const jobId = catalog.startJob('gc', started);
+  let peak = process.memoryUsage().rss;
+  const sample = (): void => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  };
+  const step = async (s: string): Promise<void> => {
+    sample();
+    await opts.onStep?.(s);
+  };
+  try {
+    // Mark.
+    const marked = new Set(catalog.allSnapshotIds());
+    const refFiles = [...marked].map((id) => store.refsPath(id));
+    for (const f of refFiles) {
+      if (!fs.existsSync(f)) {
+        throw new CairnError('CAIRN_STORE_IO', `GC refused: the reference list ${path.basename(f)} of a listed snapshot is missing, so GC cannot know what to keep; run \`cairnd verify\` and restore the file or the snapshot`);
+      }
+    }
+    let live = mergeRefs(refFiles);
+    await step('marked');
+
+    // Candidates: rows not in the mark set (walking both in id order).
+    const candidates: Buffer[] = [];
+    let chunksBefore = 0;
+    let after: Buffer | null = null;
+    let m = 0;
+    const liveCount = live.length / CHUNK_ID_BYTES;
+    for (;;) {
+      const rows = (after
+        ? catalog.db.prepare('SELECT id FROM chunks WHERE id > ? ORDER BY id LIMIT 10000').raw().all(after)
+        : catalog.db.prepare('SELECT id FROM chunks ORDER BY id LIMIT 10000').raw().all()) as [Buffer][];
+      if (rows.length === 0) break;
+      for (const [id] of rows) {
+        chunksBefore++;
+        while (m < liveCount && Buffer.compare(live.subarray(m * CHUNK_ID_BYTES, (m + 1) * CHUNK_ID_BYTES), id) < 0) m++;
+        if (!(m < liveCount && live.subarray(m * CHUNK_ID_BYTES, (m + 1) * CHUNK_ID_BYTES).equals(id))) candidates.push(id);
+      }
+      after = rows[rows.length - 1][0];
+      sample();
+    }
+    await step('candidates');
+
+    // Sweep, batch by batch under the commit lock.
+    let freed = 0;
+    let bytesFreed = 0;
+    for (let i = 0; i < candidates.length; i += BATCH) {
+      const deleted = await store.commitLock.run(async () => {
+        const fresh = catalog.allSnapshotIds().filter((id) => !marked.has(id));
+        if (fresh.length) {
+          for (const id of fresh) marked.add(id);
+          live = mergeRefsWith(live, fresh.map((id) => store.refsPath(id)));
+        }
+        const batch = candidates.slice(i, i + BATCH).filter((id) => !sortedContains(live, id));
+        const gone = catalog.deleteChunkRows(batch, cutoff);
+        // Files go inside the lock too: an upload of the same id waits and then finds neither row nor file.
+        for (const d of gone) await blobs.remove(d.id);
+        return gone;
+      });
+      for (const d of deleted) {
+        freed++;
+        bytesFreed += d.size;
+      }
+      await step('swept-batch');
+    }
+
+    // Leftovers of crashes: chunk files without rows, refs files without snapshots.
+    const orphans: Buffer[] = [];
+    for await (const id of blobs.list()) {
+      if (catalog.hasChunk_(id)) continue;
+      try {
+        if (fs.statSync(blobs.pathOf(id)).mtimeMs < cutoff) orphans.push(id);
+      } catch {
+        /* vanished meanwhile */
+      }
+    }
+    let orphanFiles = 0;
+    for (let i = 0; i < orphans.length; i += BATCH) {
+      orphanFiles += await store.commitLock.run(async () => {
+        let n = 0;
+        for (const id of orphans.slice(i, i + BATCH)) {
+          if (catalog.hasChunk_(id)) continue; // published meanwhile
+          await blobs.remove(id);
+          n++;
+        }
+        return n;
+      });
+    }
+    let orphanRefs = 0;
+    const snaps = new Set(catalog.allSnapshotIds());
+    for (const name of fs.readdirSync(store.refsDir)) {
+      const m2 = /^(.+)\.ids$/.exec(name);
+      if (!m2 || snaps.has(m2[1])) continue;
+      const file = path.join(store.refsDir, name);
+      if (fs.statSync(file).mtimeMs < cutoff) {
+        fs.rmSync(file, { force: true });
+        orphanRefs++;
+      }
+    }
+    sample();
+    const report: GcReport = {
+      snapshots: marked.size,
+      chunks_before: chunksBefore,
+      chunks_marked: liveCount,
+      chunks_freed: freed,
+      bytes_freed: bytesFreed,
+      orphan_files_removed: orphanFiles,
+      orphan_refs_removed: orphanRefs,
+      duration_s: (now() - started) / 1000,
+      peak_rss_mb: Math.round(peak / 1e6),
+    };
+    catalog.finishJob(jobId, 'ok', { ...report });
+    opts.log?.info('gc.finished', { ...report });
+    return report;
+  } catch (err) {
+    catalog.finishJob(jobId, 'failed', {}, errorMessage(err));
+    opts.log?.error('gc.failed', { err: errorMessage(err) });
+    throw err;
+  }
+}
+
+function mergeRefsWith(live: Buffer, files: string[]): Buffer {
+  const extra = mergeRefs(files.filter((f) => fs.existsSync(f)));
+  if (extra.length === 0) return live;
+  // Both sorted: a plain merge keeps the result sorted and unique.
+  const out = Buffer.allocUnsafe(live.length + extra.length);
+  let a = 0;
+  let b = 0;
+  let n = 0;
+  while (a < live.length || b < extra.length) {
+    let take: Buffer;
+    if (b >= extra.length) take = live.subarray(a, (a += CHUNK_ID_BYTES));
+    else if (a >= live.length) take = extra.subarray(b, (b += CHUNK_ID_BYTES));
+    else {
+      const c = Buffer.compare(live.subarray(a, a + CHUNK_ID_BYTES), extra.subarray(b, b + CHUNK_ID_BYTES));
+      if (c <= 0) {
+        take = live.subarray(a, (a += CHUNK_ID_BYTES));
+        if (c === 0) b += CHUNK_ID_BYTES;
+      } else take = extra.subarray(b, (b += CHUNK_ID_BYTES));
+    }
+    take.copy(out, n);
+    n += CHUNK_ID_BYTES;
+  }
+  return out.subarray(0, n);
+}

@@ -1,0 +1,94 @@
+import { Logger } from '../../core/log';
+import { CairnError, errorMessage } from '../../core/errors';
+import { Box } from '../box';
+import { Mutex } from '../store/mutex';
+import { DEFAULT_GC_GRACE_MS, GcReport, runGc } from './gc';
+import { runVerify, VerifyReport } from './verify';
+
+/**
+ * Runs the box's maintenance jobs one at a time (GC and verify never overlap), on request
+ * or on a schedule inside `cairnd serve`.
+ */
+export interface Schedule {
+  gcEveryMs: number;
+  verifyEveryMs: number;
+  verifySubsetPercent: number;
+  gcGraceMs: number;
+  /** how often the scheduler looks at the clock */
+  tickMs: number;
+}
+
+export const DEFAULT_SCHEDULE: Schedule = {
+  gcEveryMs: 24 * 3600 * 1000,
+  verifyEveryMs: 24 * 3600 * 1000,
+  verifySubsetPercent: 10,
+  gcGraceMs: DEFAULT_GC_GRACE_MS,
+  tickMs: 60 * 1000,
+};
+
+export class JobRunner {
+  private readonly mutex = new Mutex();
+  private running: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly box: Box) {}
+
+  private get log(): Logger {
+    return this.box.log;
+  }
+
+  get current(): string | undefined {
+    return this.running;
+  }
+
+  gc(graceMs?: number): Promise<GcReport> {
+    return this.exclusive('gc', () => runGc(this.box, { graceMs, log: this.log }));
+  }
+
+  verify(subsetPercent?: number): Promise<VerifyReport> {
+    if (subsetPercent !== undefined && !(subsetPercent > 0 && subsetPercent <= 100)) {
+      throw new CairnError('CAIRN_USAGE', '--subset is a percentage between 0 (exclusive) and 100');
+    }
+    return this.exclusive('verify', () => runVerify(this.box, { subsetPercent, log: this.log }));
+  }
+
+  /** Starts a job in the background; failures are logged and recorded in the jobs table. */
+  start(kind: 'gc' | 'verify', arg?: number): { started: string } {
+    const p = kind === 'gc' ? this.gc(arg) : this.verify(arg);
+    p.catch((err: unknown) => this.log.error(`${kind}.failed`, { err: errorMessage(err) }));
+    return { started: kind };
+  }
+
+  private async exclusive<T>(kind: string, fn: () => Promise<T>): Promise<T> {
+    return this.mutex.run(async () => {
+      this.running = kind;
+      this.box.hw?.jobStarted(`job:${kind}`, kind);
+      try {
+        return await fn();
+      } finally {
+        this.running = undefined;
+        this.box.hw?.jobFinished(`job:${kind}`);
+      }
+    });
+  }
+
+  /** Runs GC and verify when their last run is older than the schedule says. */
+  schedule(s: Schedule): void {
+    const tick = (): void => {
+      const now = Date.now();
+      const lastGc = this.box.catalog.lastJob('gc');
+      const lastVerify = this.box.catalog.lastJob('verify');
+      if (!this.running && (!lastGc || now - (lastGc.finished_at ?? lastGc.started_at) >= s.gcEveryMs)) {
+        this.gc(s.gcGraceMs).catch((err: unknown) => this.log.error('gc.failed', { err: errorMessage(err) }));
+      } else if (!this.running && (!lastVerify || now - (lastVerify.finished_at ?? lastVerify.started_at) >= s.verifyEveryMs)) {
+        this.verify(s.verifySubsetPercent).catch((err: unknown) => this.log.error('verify.failed', { err: errorMessage(err) }));
+      }
+    };
+    this.timer = setInterval(tick, s.tickMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}
