@@ -11,6 +11,7 @@ import { cmdDiscover, cmdPairDiscovered } from './discovery/commands';
 import { ChunkFetcher, matchesSubpath, restoreSnapshot } from './restore';
 import { cmdBackupVolume, isVolumeBackup, printVolumeLs, restoreVolumeCli } from './volume/volume-cli';
 import { manifestKind, openAnyManifest } from './volume/volume-manifest-io';
+import { verifyVolumeSnapshot } from './volume/volume-restore';
 
 const USAGE = `cairn <command> [options]
 
@@ -183,6 +184,14 @@ async function cmdVerify(args: string[]): Promise<number> {
   const client = clientFor(config);
   try {
     const snap = await resolveSnapshot(client, ref, values.source);
+    if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
+      if (subpath) throw new CairnError('CAIRN_USAGE', `snapshot ${snap.id} is a volume image: it has no paths`);
+      const v = await verifyVolumeSnapshot(client, home.keys(config), snap);
+      for (const f of v.failures) process.stderr.write(`error: block ${f.block}: ${f.message}\n`);
+      out(!!values.json, { snapshot: snap.id, blocks: v.blocks, bytes: v.bytes, failed: v.failures.length, ok: v.failures.length === 0 }, () =>
+        `verified volume snapshot ${snap.id}: ${v.blocks} blocks, ${formatBytes(v.bytes)}` + (v.failures.length ? `\n${v.failures.length} blocks FAILED verification` : ' — every byte authenticated'));
+      return v.failures.length ? 1 : 0;
+    }
     const r = await restoreSnapshot(client, home.keys(config), snap, { subpath, verifyOnly: true });
     for (const f of r.failures) process.stderr.write(`error: ${f.path}: ${f.message}\n`);
     out(!!values.json, { ...r, ok: r.failed === 0 }, () =>

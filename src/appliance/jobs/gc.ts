@@ -109,7 +109,7 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
         const batch = candidates.slice(i, i + BATCH).filter((id) => !sortedContains(live, id));
         const gone = catalog.deleteChunkRows(batch, cutoff);
         // Files go inside the lock too: an upload of the same id waits and then finds neither row nor file.
-        for (const d of gone) await blobs.remove(d.id);
+        await parallel(gone, 16, (d) => blobs.remove(d.id));
         return gone;
       });
       for (const d of deleted) {
@@ -133,11 +133,9 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
     for (let i = 0; i < orphans.length; i += BATCH) {
       orphanFiles += await store.commitLock.run(async () => {
         let n = 0;
-        for (const id of orphans.slice(i, i + BATCH)) {
-          if (catalog.hasChunk_(id)) continue; // published meanwhile
-          await blobs.remove(id);
-          n++;
-        }
+        const gone = orphans.slice(i, i + BATCH).filter((id) => !catalog.hasChunk_(id)); // skip any published meanwhile
+        await parallel(gone, 16, (id) => blobs.remove(id));
+        n += gone.length;
         return n;
       });
     }
@@ -172,6 +170,14 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
     opts.log?.error('gc.failed', { err: errorMessage(err) });
     throw err;
   }
+}
+
+async function parallel<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
 function mergeRefsWith(live: Buffer, files: string[]): Buffer {

@@ -55,14 +55,21 @@ export async function runVerify(box: Box, opts: VerifyOptions = {}): Promise<Ver
         : catalog.db.prepare('SELECT id FROM chunks ORDER BY id LIMIT 1000').raw().all()) as [Buffer][];
       if (rows.length === 0) break;
       after = rows[rows.length - 1][0];
-      for (const [id] of rows) {
-        if (!inSubset(id)) continue;
-        let blob: Buffer;
-        try {
-          blob = await box.blobs.get(id);
-        } catch (err) {
+      const ids = rows.map((r) => r[0]).filter(inSubset);
+      // Reads run a few files ahead of the (synchronous) checks.
+      const reads: Promise<Buffer | Error>[] = [];
+      const read = (i: number): void => {
+        if (i < ids.length) reads[i] = box.blobs.get(ids[i]).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+      };
+      for (let i = 0; i < 4; i++) read(i);
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i];
+        const blob = await reads[i];
+        read(i + 4);
+        delete reads[i];
+        if (blob instanceof Error) {
           if (!catalog.hasChunk_(id)) continue; // freed by GC meanwhile
-          badIds.push({ id, reason: `unreadable: ${errorMessage(err)}` });
+          badIds.push({ id, reason: `unreadable: ${blob.message}` });
           continue;
         }
         checked++;

@@ -2,12 +2,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoCode } from '../../core/errors';
-import { fsyncDirAsync, ioError } from './durable';
+import { fsyncDir, fsyncDirAsync, ioError } from './durable';
 
 /**
  * Stores opaque bytes under 32-byte ids; knows nothing of encryption or the catalog
  * (restic's backend layer). Local implementation: one file per blob at
- * root/ab/cd/<64 hex>, written to tmpDir, fsynced, hard-linked into place (link() never
+ * root/ab/c/<64 hex> (4,096 shard directories, all created once when the store is first
+ * opened, so no write pays for creating and fsyncing a directory), written to tmpDir, fsynced, hard-linked into place (link() never
  * replaces an existing blob, so nothing is ever overwritten) and the directory fsynced.
  */
 export interface StagedBlob {
@@ -25,17 +26,30 @@ export interface BlobStore {
 }
 
 export class LocalBlobStore implements BlobStore {
-  /** shard directories known to exist and be durable (at most 65,536) */
-  private readonly shards = new Set<string>();
-
   constructor(readonly root: string, readonly tmpDir: string) {
     fs.mkdirSync(root, { recursive: true, mode: 0o700 });
     fs.mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
+    this.createShards();
+  }
+
+  /** Layout marker: present once every shard directory exists durably. */
+  private createShards(): void {
+    const marker = path.join(this.root, '.layout-v1');
+    if (fs.existsSync(marker)) return;
+    for (let a = 0; a < 256; a++) {
+      const top = path.join(this.root, a.toString(16).padStart(2, '0'));
+      fs.mkdirSync(top, { recursive: true, mode: 0o700 });
+      for (let b = 0; b < 16; b++) fs.mkdirSync(path.join(top, b.toString(16)), { recursive: true, mode: 0o700 });
+      fsyncDir(top);
+    }
+    fsyncDir(this.root);
+    fs.writeFileSync(marker, 'ab/c/<id>\n');
+    fsyncDir(this.root);
   }
 
   pathOf(id: Buffer): string {
     const hex = id.toString('hex');
-    return path.join(this.root, hex.slice(0, 2), hex.slice(2, 4), hex);
+    return path.join(this.root, hex.slice(0, 2), hex[2], hex);
   }
 
   /** Removes partial writes left by a crash. Call at start-up, before serving. */
@@ -48,20 +62,22 @@ export class LocalBlobStore implements BlobStore {
     return n;
   }
 
-  private async ensureShard(file: string): Promise<void> {
+  /** Recreates a shard directory someone removed (not expected; the layout creates them all). */
+  private async restoreShard(file: string): Promise<void> {
     const shard = path.dirname(file);
-    if (this.shards.has(shard)) return;
-    if (await exists(shard)) {
-      this.shards.add(shard);
-      return;
-    }
-    const top = path.dirname(shard);
-    const createdTop = !(await exists(top));
     await fs.promises.mkdir(shard, { recursive: true, mode: 0o700 });
-    // A new directory entry is durable only once its parent is fsynced.
-    if (createdTop) await fsyncDirAsync(this.root);
-    await fsyncDirAsync(top);
-    this.shards.add(shard);
+    await fsyncDirAsync(path.dirname(shard));
+    await fsyncDirAsync(this.root);
+  }
+
+  private async link(tmp: string, final: string): Promise<void> {
+    try {
+      await fs.promises.link(tmp, final);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT' || !fs.existsSync(tmp)) throw err;
+      await this.restoreShard(final);
+      await fs.promises.link(tmp, final);
+    }
   }
 
   async put(id: Buffer, data: Uint8Array): Promise<'stored' | 'existed'> {
@@ -102,9 +118,8 @@ export class LocalBlobStore implements BlobStore {
     try {
       for (const st of staged) {
         const final = this.pathOf(st.id);
-        await this.ensureShard(final);
         try {
-          await fs.promises.link(st.tmp, final);
+          await this.link(st.tmp, final);
           out.push('stored');
         } catch (err) {
           if (errnoCode(err) !== 'EEXIST') throw err;
@@ -135,14 +150,18 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async remove(id: Buffer): Promise<void> {
-    await fs.promises.rm(this.pathOf(id), { force: true });
+    try {
+      await fs.promises.unlink(this.pathOf(id));
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
   }
 
   async *list(): AsyncGenerator<Buffer> {
     for (const a of await readdirOrEmpty(this.root)) {
       if (!/^[0-9a-f]{2}$/.test(a)) continue;
       for (const b of await readdirOrEmpty(path.join(this.root, a))) {
-        if (!/^[0-9a-f]{2}$/.test(b)) continue;
+        if (!/^[0-9a-f]$/.test(b)) continue;
         for (const name of await readdirOrEmpty(path.join(this.root, a, b))) {
           if (/^[0-9a-f]{64}$/.test(name)) yield Buffer.from(name, 'hex');
         }
