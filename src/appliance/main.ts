@@ -1,4 +1,7 @@
 #!/usr/bin/env node
+// Many chunk writes wait on fsync at once; more libuv threads let their journal commits group.
+// Must be set before the first asynchronous fs call.
+process.env.UV_THREADPOOL_SIZE ??= '16';
 import fs from 'node:fs';
 import os from 'node:os';
 import { CairnError } from '../core/errors';

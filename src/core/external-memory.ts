@@ -25,7 +25,7 @@ function getGc(): (() => void) | undefined {
 
 export class ExternalGarbage {
   private pending = 0;
-  constructor(private readonly thresholdBytes = 48 * 1024 * 1024) {}
+  constructor(private readonly thresholdBytes = 16 * 1024 * 1024) {}
 
   note(bytes: number): void {
     this.pending += bytes;

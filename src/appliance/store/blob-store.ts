@@ -130,7 +130,8 @@ export class LocalBlobStore implements BlobStore {
         }
         dirs.add(path.dirname(final));
       }
-      for (const d of dirs) await fsyncDirAsync(d);
+      // Concurrent fsyncs share journal commits (group commit), so they go together.
+      await Promise.all([...dirs].map((d) => fsyncDirAsync(d)));
       return out;
     } catch (err) {
       throw ioError('storing chunks', err);

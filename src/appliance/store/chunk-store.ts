@@ -98,7 +98,7 @@ export class ChunkStore {
       const worker = async (): Promise<void> => {
         for (let it = queue.shift(); it; it = queue.shift()) staged.push(await this.blobs.stage(it.id, it.blob));
       };
-      await Promise.all(Array.from({ length: Math.min(4, fresh.length) }, worker));
+      await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, worker));
       const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
       return await this.commitLock.run(async () => {
         const todo = staged.filter((st) => !this.catalog.hasChunk_(st.id));
