@@ -10,18 +10,10 @@ import path from 'node:path';
 import { CAIRN, CAIRND, run, runJson, startDaemon, Daemon } from './lib/procs';
 import { generateSample, mutateSample } from './lib/sample';
 import { compareTrees } from './lib/tree';
+import type { BackupResult } from '../src/agent/backup';
 import { formatBytes } from '../src/core/cli';
 
-interface BackupJson {
-  snapshot: string;
-  files: number;
-  bytes_scanned: number;
-  bytes_read: number;
-  bytes_new: number;
-  bytes_uploaded: number;
-  chunks_new: number;
-  duration_s: number;
-}
+type BackupJson = Pick<BackupResult, 'snapshot' | 'files' | 'bytes_scanned' | 'bytes_read' | 'bytes_new' | 'bytes_uploaded' | 'chunks_new' | 'duration_s'>;
 
 function say(s: string): void {
   process.stdout.write(s + '\n');

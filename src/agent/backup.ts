@@ -11,6 +11,7 @@ import { FilesCache } from './files-cache';
 import { ChunkOut, WorkerPool } from './worker-pool';
 import { Uploader } from './uploader';
 import { AgentHome } from './state';
+import { IdCollector } from './id-collector';
 import { DataKeys } from '../core/keys';
 
 /**
@@ -44,26 +45,6 @@ export interface BackupResult extends BackupStats {
 }
 
 const MAX_QUEUE = 512;
-
-class RefCollector {
-  private buf = Buffer.allocUnsafe(CHUNK_ID_BYTES * 4096);
-  private len = 0;
-  add(id: Uint8Array): void {
-    if (this.len + CHUNK_ID_BYTES > this.buf.length) {
-      const next = Buffer.allocUnsafe(this.buf.length * 2);
-      this.buf.copy(next, 0, 0, this.len);
-      this.buf = next;
-    }
-    this.buf.set(id, this.len);
-    this.len += CHUNK_ID_BYTES;
-  }
-  addRefs(chunks: Buffer): void {
-    for (let off = 0; off < chunks.length; off += CHUNK_REF_BYTES) this.add(chunks.subarray(off, off + CHUNK_ID_BYTES));
-  }
-  get result(): Buffer {
-    return this.buf.subarray(0, this.len);
-  }
-}
 
 export function defaultSourceName(paths: string[]): string {
   const abs = paths.map((p) => path.resolve(p));
@@ -132,7 +113,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
   const started = Date.now();
   const pool = new WorkerPool(keys, { threads: opts.threads });
   const uploader = new Uploader(client, pool);
-  const refs = new RefCollector();
+  const refs = new IdCollector();
   const warnings: { path: string; message: string }[] = [];
   const stats = { files: 0, dirs: 0, bytes_scanned: 0, bytes_read: 0, skipped: 0 };
   const spool = path.join(home.tmp, `manifest-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -207,7 +188,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
       let ready: Promise<void>;
       if (cached && cached.size === Number(st.size) && cached.mtimeNs === mtimeNs && cached.ctimeNs === ctimeNs && cached.ino === ino) {
         base.chunks = cached.chunks;
-        refs.addRefs(cached.chunks);
+        for (let off = 0; off < cached.chunks.length; off += CHUNK_REF_BYTES) refs.add(cached.chunks.subarray(off, off + CHUNK_ID_BYTES));
         cache.stage(source, abs, cached);
         ready = Promise.resolve();
       } else {

@@ -6,6 +6,7 @@ import { chunkRefs, ManifestEntry, ManifestHeader, readManifest } from '../core/
 import { DataKeys } from '../core/keys';
 import { SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
+import { Semaphore } from '../core/semaphore';
 
 /**
  * Restore. Every chunk is authenticated and its id recomputed before a byte of it is written;
@@ -39,23 +40,6 @@ export interface RestoreResult extends RestoreProgress {
   hardlinks: number;
   duration_s: number;
   failures: { path: string; message: string }[];
-}
-
-class Semaphore {
-  private waiters: (() => void)[] = [];
-  constructor(private free: number) {}
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((r) => this.waiters.push(r));
-  }
-  release(): void {
-    const w = this.waiters.shift();
-    if (w) w();
-    else this.free++;
-  }
 }
 
 export class ChunkFetcher {

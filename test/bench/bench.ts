@@ -25,6 +25,7 @@ import { execFileSync, spawn, spawnSync, ChildProcess } from 'node:child_process
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { CAIRN, CAIRND, runJson, startDaemon, Daemon } from '../../scripts/lib/procs';
 import { compareTrees } from '../../scripts/lib/tree';
 import { CORPUS_VERSION, generateCorpus, mutateCorpus, listFiles, ChangeSummary } from './corpus';
@@ -60,6 +61,8 @@ interface ToolRun {
   stored_chunks_only?: number;
   box_peak_rss_overall?: number;
   verified: boolean;
+  /** Cairn only: hash of dist/src/**.js when the run started (the tree is shared and rebuilt by others) */
+  cairn_build?: string;
 }
 
 interface Options {
@@ -183,6 +186,21 @@ function prepareCorpus(o: Options): { dir: string; bytes: number; files: number;
   return { dir, bytes: s.bytes, files: s.files, generated: true, kinds: s.kinds };
 }
 
+/** Identifies the compiled Cairn the run used: SHA-256 over dist/src's .js files (names and contents). */
+function cairnBuild(): string {
+  const root = path.resolve(CAIRN, '..', '..');
+  const h = createHash('sha256');
+  const walk = (rel: string): void => {
+    for (const e of fs.readdirSync(path.join(root, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const r = path.join(rel, e.name);
+      if (e.isDirectory()) walk(r);
+      else if (e.name.endsWith('.js')) h.update(r).update('\0').update(fs.readFileSync(path.join(root, r)));
+    }
+  };
+  walk('');
+  return h.digest('hex').slice(0, 12);
+}
+
 function copyTree(from: string, to: string): void {
   fs.mkdirSync(path.dirname(to), { recursive: true });
   execFileSync('cp', ['-a', from, to]);
@@ -223,10 +241,10 @@ interface CairnBackupJson {
 }
 
 /** A cairnd serve with extra node flags (for --cpu-prof); same arguments as scripts/lib/procs.ts startDaemon. */
-async function startProfiledDaemon(data: string, nodeArgs: string[], env: NodeJS.ProcessEnv): Promise<Daemon> {
+async function startProfiledDaemon(data: string, nodeArgs: string[], env: NodeJS.ProcessEnv, port: number): Promise<Daemon> {
   const info = path.join(data, 'run', 'serve.json');
   fs.rmSync(info, { force: true });
-  const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, CAIRND, 'serve', '--data', data, '--listen', '127.0.0.1:0'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, CAIRND, 'serve', '--data', data, '--listen', `127.0.0.1:${port}`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
@@ -278,8 +296,12 @@ class CairnDriver implements ToolDriver {
     await runJson(CAIRN, ['pair', this.daemon!.address, '--token', tok.token, '--name', 'bench-pc'], this.env);
   }
 
+  /** The agent keeps the address it paired with, so a restarted box reuses the first port. */
+  private port = 0;
+
   async startBox(): Promise<void> {
-    this.daemon = this.boxNodeArgs.length ? await startProfiledDaemon(this.data, this.boxNodeArgs, this.env) : await startDaemon(this.data, { env: this.env });
+    this.daemon = this.boxNodeArgs.length ? await startProfiledDaemon(this.data, this.boxNodeArgs, this.env, this.port) : await startDaemon(this.data, { env: this.env, port: this.port });
+    this.port = this.daemon.port;
   }
 
   async stopBox(): Promise<void> {
@@ -400,6 +422,7 @@ async function runTool(tool: ToolName, run: number, corpus: string, work: string
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   copyTree(corpus, src);
+  const build = tool === 'cairn' ? cairnBuild() : undefined;
   const d = driver(tool, dir, src);
   let change: ChangeSummary | undefined;
   try {
@@ -427,6 +450,7 @@ async function runTool(tool: ToolName, run: number, corpus: string, work: string
       tool, run, phases: { first, nochange, change: changed, restore },
       stored_after_first: storedFirst, stored: stored.apparent, stored_disk: stored.disk, verified: true,
     };
+    if (build) result.cairn_build = build;
     if (stored.chunksOnly !== undefined) result.stored_chunks_only = stored.chunksOnly;
     if (boxPeak !== undefined) result.box_peak_rss_overall = boxPeak;
     if (!keep) fs.rmSync(dir, { recursive: true, force: true });

@@ -3,18 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Harness } from './harness';
 import { generateSample, mutateSample, Prng } from '../../scripts/lib/sample';
+import type { BackupResult } from '../../src/agent/backup';
 import { compareTrees } from '../../scripts/lib/tree';
 
-interface BackupJson {
-  snapshot: string;
-  files: number;
-  bytes_scanned: number;
-  bytes_read: number;
-  bytes_new: number;
-  bytes_uploaded: number;
-  chunks_new: number;
-  duration_s: number;
-}
+type BackupJson = Pick<BackupResult, 'snapshot' | 'files' | 'bytes_scanned' | 'bytes_read' | 'bytes_new' | 'bytes_uploaded' | 'chunks_new' | 'duration_s'>;
 
 function awkwardTree(root: string): void {
   const rng = new Prng('awkward');

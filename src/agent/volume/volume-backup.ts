@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { IdCollector } from '../id-collector';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -166,22 +167,6 @@ interface RunParams extends VolumeBackupOptions {
   lvm: boolean;
 }
 
-class IdList {
-  private buf = Buffer.allocUnsafe(CHUNK_ID_BYTES * 4096);
-  private len = 0;
-  add(id: Uint8Array): void {
-    if (this.len + CHUNK_ID_BYTES > this.buf.length) {
-      const next = Buffer.allocUnsafe(this.buf.length * 2);
-      this.buf.copy(next, 0, 0, this.len);
-      this.buf = next;
-    }
-    this.buf.set(id, this.len);
-    this.len += CHUNK_ID_BYTES;
-  }
-  get result(): Buffer {
-    return this.buf.subarray(0, this.len);
-  }
-}
 
 async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, p: RunParams): Promise<VolumeBackupResult> {
   const started = Date.now();
@@ -193,7 +178,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, p: Ru
   const threads = p.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
   const pool = new WorkerPool(keys, { threads });
   const uploader = new Uploader(client, pool);
-  const refs = new IdList();
+  const refs = new IdCollector();
   const host = p.host ?? os.hostname();
   const spool = path.join(home.tmp, `manifest-${process.pid}-vol-${randomBytes(4).toString('hex')}`);
   const counts: VolumeCounts = { blocks_total: blocks, blocks_changed: 0, blocks_zero: 0, blocks_data: 0 };

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { Semaphore } from '../../core/semaphore';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CairnError, errnoCode, errorMessage } from '../../core/errors';
@@ -53,22 +54,6 @@ export interface VolumeRestoreResult {
   verify_s: number;
 }
 
-class Slots {
-  private waiters: (() => void)[] = [];
-  constructor(private free: number) {}
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((r) => this.waiters.push(r));
-  }
-  release(): void {
-    const w = this.waiters.shift();
-    if (w) w();
-    else this.free++;
-  }
-}
 
 interface Target {
   fh: fs.promises.FileHandle;
@@ -176,7 +161,7 @@ export async function restoreVolume(client: BoxClient, keys: DataKeys, snap: Sna
   const progressTimer = opts.onProgress ? setInterval(() => opts.onProgress!({ bytes_written: r.bytes_written, size: h.size }), 250) : undefined;
   let ok = false;
   try {
-    const slots = new Slots(opts.concurrency ?? 8);
+    const slots = new Semaphore(opts.concurrency ?? 8);
     let failure: unknown;
     const inflight = new Set<Promise<void>>();
     const zeros = t.kind === 'device' ? Buffer.alloc(Math.min(ZERO_WRITE, Math.max(h.block_size, 1))) : Buffer.alloc(0);
@@ -310,7 +295,7 @@ export async function verifyVolumeSnapshot(client: BoxClient, keys: DataKeys, sn
   const fetcher = new ChunkFetcher(client, keys, snap.id);
   const m = await openAnyManifest(fetcher, snap);
   if (m.kind !== 'volume') throw new CairnError('CAIRN_USAGE', `snapshot ${snap.id} holds files, not a volume`);
-  const slots = new Slots(concurrency);
+  const slots = new Semaphore(concurrency);
   const out = { blocks: 0, bytes: 0, failures: [] as { block: number; message: string }[] };
   const inflight = new Set<Promise<void>>();
   for await (const run of m.runs as AsyncIterable<VolumeRun>) {

@@ -1,3 +1,4 @@
+import { formatBytes } from '../../core/cli';
 /**
  * Pure text helpers of the console: blessed tags, fitting lines to the terminal width, bytes,
  * times, progress bars and recovery-key groups. Only the 8 VT100 colours are used.
@@ -60,14 +61,7 @@ export function center(s: string, width: number): string {
 
 export function bytes(n: number | null | undefined): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return '-';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+  return formatBytes(n);
 }
 
 /** "3 min ago", "2 h ago", "5 d ago" */

@@ -122,7 +122,7 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
     // Leftovers of crashes: chunk files without rows, refs files without snapshots.
     const orphans: Buffer[] = [];
     for await (const id of blobs.list()) {
-      if (catalog.hasChunk_(id)) continue;
+      if (catalog.hasChunk(id)) continue;
       try {
         if (fs.statSync(blobs.pathOf(id)).mtimeMs < cutoff) orphans.push(id);
       } catch {
@@ -133,7 +133,7 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
     for (let i = 0; i < orphans.length; i += BATCH) {
       orphanFiles += await store.commitLock.run(async () => {
         let n = 0;
-        const gone = orphans.slice(i, i + BATCH).filter((id) => !catalog.hasChunk_(id)); // skip any published meanwhile
+        const gone = orphans.slice(i, i + BATCH).filter((id) => !catalog.hasChunk(id)); // skip any published meanwhile
         await parallel(gone, 16, (id) => blobs.remove(id));
         n += gone.length;
         return n;

@@ -68,7 +68,7 @@ export async function runVerify(box: Box, opts: VerifyOptions = {}): Promise<Ver
         read(i + 4);
         delete reads[i];
         if (blob instanceof Error) {
-          if (!catalog.hasChunk_(id)) continue; // freed by GC meanwhile
+          if (!catalog.hasChunk(id)) continue; // freed by GC meanwhile
           badIds.push({ id, reason: `unreadable: ${blob.message}` });
           continue;
         }

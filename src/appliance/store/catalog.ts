@@ -74,7 +74,7 @@ export function hashSecret(secret: Buffer | string): Buffer {
 
 export class Catalog {
   readonly db: Database.Database;
-  private readonly hasChunk: Database.Statement<[Buffer], { x: number }>;
+  private readonly hasChunkStmt: Database.Statement<[Buffer], { x: number }>;
   private readonly insertChunk: Database.Statement<[Buffer, number, number, number]>;
   private readonly seeChunk: Database.Statement<[number, Buffer]>;
 
@@ -87,7 +87,7 @@ export class Catalog {
       this.db.pragma('foreign_keys = ON');
       this.migrate();
     }
-    this.hasChunk = this.db.prepare('SELECT 1 AS x FROM chunks WHERE id = ?');
+    this.hasChunkStmt = this.db.prepare('SELECT 1 AS x FROM chunks WHERE id = ?');
     this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at) VALUES (?, ?, ?, ?)');
     this.seeChunk = this.db.prepare('UPDATE chunks SET seen_at = ? WHERE id = ?');
   }
@@ -287,8 +287,8 @@ export class Catalog {
 
   // ---- chunks ----
 
-  hasChunk_(id: Buffer): boolean {
-    return this.hasChunk.get(id) !== undefined;
+  hasChunk(id: Buffer): boolean {
+    return this.hasChunkStmt.get(id) !== undefined;
   }
 
   /**
@@ -300,7 +300,7 @@ export class Catalog {
     const out: Buffer[] = [];
     this.db.transaction(() => {
       for (const id of ids) {
-        if (this.hasChunk.get(id) === undefined) out.push(id);
+        if (this.hasChunkStmt.get(id) === undefined) out.push(id);
         else this.seeChunk.run(now, id);
       }
     })();

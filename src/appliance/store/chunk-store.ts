@@ -84,7 +84,7 @@ export class ChunkStore {
     const seen = new Set<string>();
     for (const it of items) {
       const hex = it.id.toString('hex');
-      if (seen.has(hex) || this.catalog.hasChunk_(it.id)) existed++;
+      if (seen.has(hex) || this.catalog.hasChunk(it.id)) existed++;
       else {
         seen.add(hex);
         fresh.push(it);
@@ -101,7 +101,7 @@ export class ChunkStore {
       await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, worker));
       const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
       return await this.commitLock.run(async () => {
-        const todo = staged.filter((st) => !this.catalog.hasChunk_(st.id));
+        const todo = staged.filter((st) => !this.catalog.hasChunk(st.id));
         existed += staged.length - todo.length;
         await this.blobs.publish(todo, true);
         this.catalog.addChunks(todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))! })));
@@ -134,7 +134,7 @@ export class ChunkStore {
     const missing: string[] = [];
     for (let i = 0; i < n; i++) {
       const id = c.refs.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
-      if (!this.catalog.hasChunk_(id)) {
+      if (!this.catalog.hasChunk(id)) {
         missing.push(id.toString('hex'));
         if (missing.length >= 1000) break;
       }
