@@ -11,7 +11,7 @@ import { FilesCache } from './files-cache';
 import { ChunkOut, WorkerPool } from './worker-pool';
 import { Uploader } from './uploader';
 import { AgentHome } from './state';
-import { IdCollector } from './id-collector';
+import { IdCollector } from '../core/id-collector';
 import { DataKeys } from '../core/keys';
 
 /**

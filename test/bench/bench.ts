@@ -97,7 +97,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--tools') {
       const t = val().split(',');
       for (const x of t) if (!(TOOL_NAMES as readonly string[]).includes(x)) throw new Error(`unknown tool ${x} (cairn, restic, borg)`);
-      o.tools = t as ToolName[];
+      o.tools = TOOL_NAMES.filter((n) => t.includes(n)); // Cairn first, whatever the order given
     } else if (a === '--help' || a === '-h') {
       say('usage: bench [--corpus DIR | --size MB] [--runs N] [--json FILE] [--tools cairn,restic,borg] [--work DIR] [--keep] [--profile DIR] [--profile-only]');
       process.exit(0);
@@ -624,7 +624,7 @@ async function main(): Promise<number> {
   if (runs.length) {
     say('');
     say(`Medians of ${o.runs} run(s); corpus ${corpus.files} files, ${(corpus.bytes / MB).toFixed(0)} MB${change ? `; 1% change: ${change.appended} appends, ${change.rewritten} in-place rewrites, ${change.created} new files, ${change.deleted} deleted, ${(change.bytesChanged / MB).toFixed(1)} MB written` : ''}.`);
-    say('MB/s = source bytes (backups) or restored bytes (restore) / wall time of the client process, startup included.');
+    say('MB/s = source bytes as the tool counts them (backups) or restored bytes (restore) / wall time of the client process, startup included.');
     say('Ratios are Cairn/peer of the figure on that line: below 1 is better for s, MB and RSS, above 1 is better for MB/s.');
     say('Client = the cairn agent, restic or borg; box = cairnd (VmHWM during that step).');
     say('');

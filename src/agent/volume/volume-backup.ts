@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { IdCollector } from '../id-collector';
+import { IdCollector } from '../../core/id-collector';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';

@@ -5,6 +5,7 @@ import { Logger } from '../../core/log';
 import { CHUNK_ID_BYTES } from '../../core/chunk-id';
 import { Box } from '../box';
 import { mergeRefs, sortedContains } from '../store/refs';
+import { IdCollector } from '../../core/id-collector';
 
 /**
  * Garbage collection: mark every chunk a snapshot references, sweep the rest.
@@ -21,8 +22,8 @@ import { mergeRefs, sortedContains } from '../store/refs';
  *   removes once they are older than the grace period (as it does with stray refs files).
  * GC refuses to run when a snapshot's refs file is missing: it could not know what to keep.
  *
- * Memory: the mark set is 32 bytes per distinct referenced chunk (32 MB per million), plus
- * 64 KiB per refs file being merged and the list of unreferenced ids.
+ * Memory: the mark set is 32 bytes per distinct referenced chunk (32 MB per million), the
+ * unreferenced ids 32 bytes each, plus 64 KiB per refs file being merged.
  */
 export interface GcOptions {
   /** chunks written or confirmed within this many ms before GC started are kept (default 6 h) */
@@ -76,7 +77,8 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
     await step('marked');
 
     // Candidates: rows not in the mark set (walking both in id order).
-    const candidates: Buffer[] = [];
+    // Unreferenced ids, 32 bytes each in one buffer (no per-id object).
+    const candidates = new IdCollector();
     let chunksBefore = 0;
     let after: Buffer | null = null;
     let m = 0;
@@ -89,7 +91,7 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
       for (const [id] of rows) {
         chunksBefore++;
         while (m < liveCount && Buffer.compare(live.subarray(m * CHUNK_ID_BYTES, (m + 1) * CHUNK_ID_BYTES), id) < 0) m++;
-        if (!(m < liveCount && live.subarray(m * CHUNK_ID_BYTES, (m + 1) * CHUNK_ID_BYTES).equals(id))) candidates.push(id);
+        if (!(m < liveCount && live.subarray(m * CHUNK_ID_BYTES, (m + 1) * CHUNK_ID_BYTES).equals(id))) candidates.add(id);
       }
       after = rows[rows.length - 1][0];
       sample();
@@ -99,14 +101,20 @@ export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
     // Sweep, batch by batch under the commit lock.
     let freed = 0;
     let bytesFreed = 0;
-    for (let i = 0; i < candidates.length; i += BATCH) {
+    const cand = candidates.result;
+    const candCount = cand.length / CHUNK_ID_BYTES;
+    for (let i = 0; i < candCount; i += BATCH) {
       const deleted = await store.commitLock.run(async () => {
         const fresh = catalog.allSnapshotIds().filter((id) => !marked.has(id));
         if (fresh.length) {
           for (const id of fresh) marked.add(id);
           live = mergeRefsWith(live, fresh.map((id) => store.refsPath(id)));
         }
-        const batch = candidates.slice(i, i + BATCH).filter((id) => !sortedContains(live, id));
+        const batch: Buffer[] = [];
+        for (let k = i; k < Math.min(i + BATCH, candCount); k++) {
+          const id = Buffer.from(cand.subarray(k * CHUNK_ID_BYTES, (k + 1) * CHUNK_ID_BYTES));
+          if (!sortedContains(live, id)) batch.push(id);
+        }
         const gone = catalog.deleteChunkRows(batch, cutoff);
         // Files go inside the lock too: an upload of the same id waits and then finds neither row nor file.
         await parallel(gone, 16, (d) => blobs.remove(d.id));

@@ -1,4 +1,4 @@
-import { CHUNK_ID_BYTES } from '../core/chunk-id';
+import { CHUNK_ID_BYTES } from './chunk-id';
 
 /** Appends 32-byte chunk ids into one growing buffer (what a commit sends as its reference list). */
 export class IdCollector {
