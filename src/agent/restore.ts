@@ -72,7 +72,11 @@ export function matchesSubpath(p: Buffer, sub: Buffer | undefined): boolean {
 
 class TargetTree {
   private readonly verified = new Set<string>();
-  constructor(readonly root: string) {}
+  /** directories this restore created: nothing else can be in them, so no lstat before a create */
+  private readonly fresh = new Set<string>();
+  constructor(readonly root: string, rootIsFresh: boolean) {
+    if (rootIsFresh) this.fresh.add('');
+  }
 
   abs(rel: Buffer): Buffer {
     return Buffer.concat([Buffer.from(this.root), Buffer.from('/'), rel]);
@@ -97,6 +101,7 @@ class TargetTree {
         if (!st) {
           try {
             await fs.promises.mkdir(abs, { mode: 0o700 });
+            this.fresh.add(key);
           } catch (err) {
             if (errnoCode(err) !== 'EEXIST') throw err;
             if (!(await fs.promises.lstat(abs)).isDirectory()) throw unsafe(prefix);
@@ -117,6 +122,8 @@ class TargetTree {
 
   /** Removes an existing non-directory at rel (a symlink there is removed, never followed). */
   async clear(rel: Buffer): Promise<void> {
+    const k = rel.lastIndexOf(0x2f);
+    if (this.fresh.has(k < 0 ? '' : rel.subarray(0, k).toString('latin1'))) return;
     const abs = this.abs(rel);
     let st: fs.Stats;
     try {
@@ -147,8 +154,9 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const verifyOnly = !!opts.verifyOnly;
   if (!verifyOnly && !opts.target) throw new CairnError('CAIRN_USAGE', 'restore needs --target DIR');
   const target = verifyOnly ? '' : path.resolve(opts.target!);
+  const targetExisted = !verifyOnly && fs.existsSync(target);
   if (!verifyOnly) fs.mkdirSync(target, { recursive: true, mode: 0o700 });
-  const tree = new TargetTree(target);
+  const tree = new TargetTree(target, !verifyOnly && !targetExisted);
   const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
   const dirs: ManifestEntry[] = [];
   const linkTargets = new Map<string, Promise<boolean>>();
@@ -207,12 +215,12 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
         r.bytes += data.length;
       }
       if (fh) {
-        await fh.truncate(pos);
-        if (isRoot) await fh.chown(e.uid, e.gid).catch(() => undefined);
+        // A new file (O_EXCL) holds exactly what was written: no truncate needed.
+        if (isRoot && (e.uid !== 0 || e.gid !== 0)) await fh.chown(e.uid, e.gid).catch(() => undefined);
         await fh.chmod(e.mode);
+        await fh.utimes(nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
         await fh.close();
         fh = undefined;
-        await fs.promises.utimes(abs, nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
       }
       r.files++;
     } catch (err) {

@@ -135,11 +135,11 @@ export class Catalog {
   // ---- settings ----
 
   getSetting(key: string): string | undefined {
-    return (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(`setting.${key}`) as { value: string } | undefined)?.value;
+    return (this.stmt('SELECT value FROM meta WHERE key = ?').get(`setting.${key}`) as { value: string } | undefined)?.value;
   }
 
   setSetting(key: string, value: string): void {
-    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(`setting.${key}`, value);
+    this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(`setting.${key}`, value);
   }
 
   defaultKeep(): number {
@@ -150,20 +150,20 @@ export class Catalog {
   // ---- jobs ----
 
   startJob(kind: JobKind, now = Date.now()): number {
-    return Number(this.db.prepare(`INSERT INTO jobs (kind, started_at, outcome) VALUES (?, ?, 'running')`).run(kind, now).lastInsertRowid);
+    return Number(this.stmt(`INSERT INTO jobs (kind, started_at, outcome) VALUES (?, ?, 'running')`).run(kind, now).lastInsertRowid);
   }
 
   finishJob(id: number, outcome: 'ok' | 'failed', figures: Record<string, unknown>, error?: string, now = Date.now()): void {
-    this.db.prepare('UPDATE jobs SET finished_at = ?, outcome = ?, figures = ?, error = ? WHERE id = ?').run(now, outcome, JSON.stringify(figures), error ?? null, id);
+    this.stmt('UPDATE jobs SET finished_at = ?, outcome = ?, figures = ?, error = ? WHERE id = ?').run(now, outcome, JSON.stringify(figures), error ?? null, id);
   }
 
   recordJob(kind: JobKind, startedAt: number, outcome: 'ok' | 'failed', figures: Record<string, unknown>, error?: string, now = Date.now()): void {
-    this.db.prepare('INSERT INTO jobs (kind, started_at, finished_at, outcome, figures, error) VALUES (?, ?, ?, ?, ?, ?)').run(kind, startedAt, now, outcome, JSON.stringify(figures), error ?? null);
+    this.stmt('INSERT INTO jobs (kind, started_at, finished_at, outcome, figures, error) VALUES (?, ?, ?, ?, ?, ?)').run(kind, startedAt, now, outcome, JSON.stringify(figures), error ?? null);
   }
 
   /** Jobs left 'running' by a process that died are marked interrupted (call at start-up). */
   markInterruptedJobs(now = Date.now()): number {
-    return this.db.prepare(`UPDATE jobs SET outcome = 'interrupted', finished_at = ? WHERE outcome = 'running'`).run(now).changes;
+    return this.stmt(`UPDATE jobs SET outcome = 'interrupted', finished_at = ? WHERE outcome = 'running'`).run(now).changes;
   }
 
   listJobs(filter: { kind?: string; limit?: number } = {}): JobRow[] {
@@ -181,10 +181,22 @@ export class Catalog {
 
   quarantineChunk(id: Buffer, reason: string, file: string, now = Date.now()): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM chunks WHERE id = ?').run(id);
-      this.db.prepare('INSERT INTO quarantine (id, found_at, reason, file) VALUES (?, ?, ?, ?)').run(id, now, reason, file);
+      this.stmt('DELETE FROM chunks WHERE id = ?').run(id);
+      this.stmt('INSERT INTO quarantine (id, found_at, reason, file) VALUES (?, ?, ?, ?)').run(id, now, reason, file);
       this.event('chunk.quarantined', { chunk: id.toString('hex'), reason });
     })();
+  }
+
+  private readonly stmts = new Map<string, Database.Statement>();
+
+  /** Prepared statements are cached: preparing one costs more than running it (profiled). */
+  private stmt(sql: string): Database.Statement {
+    let st = this.stmts.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.stmts.set(sql, st);
+    }
+    return st;
   }
 
   close(): void {
@@ -192,18 +204,18 @@ export class Catalog {
   }
 
   event(kind: string, detail: Record<string, unknown>): void {
-    this.db.prepare('INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)').run(Date.now(), kind, JSON.stringify(detail));
+    this.stmt('INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)').run(Date.now(), kind, JSON.stringify(detail));
   }
 
   // ---- pairing tokens ----
 
   createToken(id: string, secret: Buffer, ttlMs: number, now = Date.now()): TokenRow {
-    this.db.prepare('INSERT INTO tokens (id, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?)').run(id, hashSecret(secret), now, now + ttlMs);
+    this.stmt('INSERT INTO tokens (id, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?)').run(id, hashSecret(secret), now, now + ttlMs);
     return { id, created_at: now, expires_at: now + ttlMs, used_at: null, failed: 0, used_by: null };
   }
 
   listTokens(): TokenRow[] {
-    return this.db.prepare('SELECT id, created_at, expires_at, used_at, failed, used_by FROM tokens ORDER BY created_at').all() as TokenRow[];
+    return this.stmt('SELECT id, created_at, expires_at, used_at, failed, used_by FROM tokens ORDER BY created_at').all() as TokenRow[];
   }
 
   /**
@@ -212,19 +224,19 @@ export class Catalog {
    */
   redeemToken(tokenId: string, secret: Buffer, agent: { name: string; host: string }, now = Date.now()): { agent: AgentRow; credential: string } {
     const tx = this.db.transaction((): { agent: AgentRow; credential: string } | CairnError => {
-      const row = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(tokenId) as (TokenRow & { secret_hash: Buffer }) | undefined;
+      const row = this.stmt('SELECT * FROM tokens WHERE id = ?').get(tokenId) as (TokenRow & { secret_hash: Buffer }) | undefined;
       if (!row) return new CairnError('CAIRN_TOKEN_INVALID', 'this pairing token is not known to the box; create a new one on the box');
       if (row.used_at !== null) return new CairnError('CAIRN_TOKEN_USED', 'this pairing token was already used; tokens are single-use, create a new one on the box');
       if (row.failed >= MAX_FAILED_TOKEN_ATTEMPTS) return new CairnError('CAIRN_TOKEN_LOCKED', 'this pairing token is locked after too many wrong attempts; create a new one on the box');
       if (now > row.expires_at) return new CairnError('CAIRN_TOKEN_EXPIRED', 'this pairing token has expired; create a new one on the box');
       if (!constantTimeEqual(hashSecret(secret), row.secret_hash)) {
-        this.db.prepare('UPDATE tokens SET failed = failed + 1 WHERE id = ?').run(tokenId);
+        this.stmt('UPDATE tokens SET failed = failed + 1 WHERE id = ?').run(tokenId);
         return new CairnError('CAIRN_TOKEN_INVALID', 'the pairing token secret is wrong; check the token and try again');
       }
       const id = randomBytes(8).toString('hex');
       const credSecret = randomBytes(32).toString('base64url');
-      this.db.prepare('INSERT INTO agents (id, name, host, cred_hash, created_at) VALUES (?, ?, ?, ?, ?)').run(id, agent.name, agent.host, hashSecret(credSecret), now);
-      this.db.prepare('UPDATE tokens SET used_at = ?, used_by = ? WHERE id = ?').run(now, id, tokenId);
+      this.stmt('INSERT INTO agents (id, name, host, cred_hash, created_at) VALUES (?, ?, ?, ?, ?)').run(id, agent.name, agent.host, hashSecret(credSecret), now);
+      this.stmt('UPDATE tokens SET used_at = ?, used_by = ? WHERE id = ?').run(now, id, tokenId);
       this.event('agent.paired', { agent: id, name: agent.name, host: agent.host, token_id: tokenId });
       return { agent: { id, name: agent.name, host: agent.host, created_at: now, revoked_at: null, last_seen: null }, credential: `${id}.${credSecret}` };
     });
@@ -236,18 +248,18 @@ export class Catalog {
   // ---- agents ----
 
   listAgents(): AgentRow[] {
-    return this.db.prepare('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents ORDER BY created_at').all() as AgentRow[];
+    return this.stmt('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents ORDER BY created_at').all() as AgentRow[];
   }
 
   getAgent(id: string): AgentRow | undefined {
-    return this.db.prepare('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents WHERE id = ?').get(id) as AgentRow | undefined;
+    return this.stmt('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents WHERE id = ?').get(id) as AgentRow | undefined;
   }
 
   /** Resolves an agent by id or unique name. */
   findAgent(ref: string): AgentRow {
     const byId = this.getAgent(ref);
     if (byId) return byId;
-    const byName = this.db.prepare('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents WHERE name = ?').all(ref) as AgentRow[];
+    const byName = this.stmt('SELECT id, name, host, created_at, revoked_at, last_seen FROM agents WHERE name = ?').all(ref) as AgentRow[];
     if (byName.length === 1) return byName[0];
     if (byName.length > 1) throw new CairnError('CAIRN_USAGE', `several agents are named "${ref}"; use the agent id`);
     throw new CairnError('CAIRN_AGENT_NOT_FOUND', `no agent "${ref}" on this box; \`cairnd agents\` lists them`);
@@ -256,7 +268,7 @@ export class Catalog {
   revokeAgent(id: string, now = Date.now()): AgentRow {
     const a = this.findAgent(id);
     if (a.revoked_at === null) {
-      this.db.prepare('UPDATE agents SET revoked_at = ? WHERE id = ?').run(now, a.id);
+      this.stmt('UPDATE agents SET revoked_at = ? WHERE id = ?').run(now, a.id);
       this.event('agent.revoked', { agent: a.id, name: a.name });
     }
     return this.getAgent(a.id)!;
@@ -267,7 +279,7 @@ export class Catalog {
     const dot = credential.indexOf('.');
     const id = dot > 0 ? credential.slice(0, dot) : '';
     const row = /^[0-9a-f]{16}$/.test(id)
-      ? (this.db.prepare('SELECT * FROM agents WHERE id = ?').get(id) as (AgentRow & { cred_hash: Buffer }) | undefined)
+      ? (this.stmt('SELECT * FROM agents WHERE id = ?').get(id) as (AgentRow & { cred_hash: Buffer }) | undefined)
       : undefined;
     if (!row || !constantTimeEqual(hashSecret(credential.slice(dot + 1)), row.cred_hash)) {
       throw new CairnError('CAIRN_AUTH_INVALID', 'agent credential not accepted; pair this agent again');
@@ -282,7 +294,7 @@ export class Catalog {
   touchAgent(id: string, now = Date.now()): void {
     if (now - (this.lastTouched.get(id) ?? 0) < 60_000) return;
     this.lastTouched.set(id, now);
-    this.db.prepare('UPDATE agents SET last_seen = ? WHERE id = ?').run(now, id);
+    this.stmt('UPDATE agents SET last_seen = ? WHERE id = ?').run(now, id);
   }
 
   // ---- chunks ----
@@ -319,7 +331,7 @@ export class Catalog {
 
   /** Deletes chunk rows that were not seen since `cutoff`; returns the rows actually deleted. */
   deleteChunkRows(ids: Buffer[], cutoff: number): { id: Buffer; size: number }[] {
-    const del = this.db.prepare('DELETE FROM chunks WHERE id = ? AND seen_at < ? RETURNING size');
+    const del = this.stmt('DELETE FROM chunks WHERE id = ? AND seen_at < ? RETURNING size');
     const out: { id: Buffer; size: number }[] = [];
     this.db.transaction(() => {
       for (const id of ids) {
@@ -332,23 +344,23 @@ export class Catalog {
 
   /** All chunk rows in id order (for GC and verify; ids only, 32 bytes each). */
   chunkIdsSorted(): Buffer[] {
-    return (this.db.prepare('SELECT id FROM chunks ORDER BY id').raw().all() as [Buffer][]).map((r) => r[0]);
+    return (this.stmt('SELECT id FROM chunks ORDER BY id').raw().all() as [Buffer][]).map((r) => r[0]);
   }
 
   chunkSize(id: Buffer): number | undefined {
-    return (this.db.prepare('SELECT size FROM chunks WHERE id = ?').get(id) as { size: number } | undefined)?.size;
+    return (this.stmt('SELECT size FROM chunks WHERE id = ?').get(id) as { size: number } | undefined)?.size;
   }
 
   chunkStats(): { count: number; bytes: number } {
-    const r = this.db.prepare('SELECT count(*) AS count, coalesce(sum(size), 0) AS bytes FROM chunks').get() as { count: number; bytes: number };
+    const r = this.stmt('SELECT count(*) AS count, coalesce(sum(size), 0) AS bytes FROM chunks').get() as { count: number; bytes: number };
     return r;
   }
 
   // ---- sources and snapshots ----
 
   sourceId(agentId: string, name: string, now = Date.now()): number {
-    this.db.prepare('INSERT OR IGNORE INTO sources (agent_id, name, keep, created_at) VALUES (?, ?, ?, ?)').run(agentId, name, this.defaultKeep(), now);
-    return (this.db.prepare('SELECT id FROM sources WHERE agent_id = ? AND name = ?').get(agentId, name) as { id: number }).id;
+    this.stmt('INSERT OR IGNORE INTO sources (agent_id, name, keep, created_at) VALUES (?, ?, ?, ?)').run(agentId, name, this.defaultKeep(), now);
+    return (this.stmt('SELECT id FROM sources WHERE agent_id = ? AND name = ?').get(agentId, name) as { id: number }).id;
   }
 
   insertSnapshot(s: { id: string; agentId: string; source: string; host: string; createdAt: number; manifest: ManifestRef[]; chunkCount: number; stats: BackupStats }): void {
@@ -390,7 +402,7 @@ export class Catalog {
       args.push(filter.source);
     }
     const sql = `${Catalog.SNAPSHOT_SELECT} ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY s.created_at, s.id`;
-    return (this.db.prepare(sql).all(...args) as SnapshotRow[]).map(Catalog.toInfo);
+    return (this.stmt(sql).all(...args) as SnapshotRow[]).map(Catalog.toInfo);
   }
 
   listSources(filter: { agentId?: string; source?: string } = {}): SourceRow[] {
@@ -415,24 +427,24 @@ export class Catalog {
   }
 
   setKeep(sourceId: number, keep: number): void {
-    this.db.prepare('UPDATE sources SET keep = ? WHERE id = ?').run(keep, sourceId);
+    this.stmt('UPDATE sources SET keep = ? WHERE id = ?').run(keep, sourceId);
   }
 
   /** Snapshot ids of one source, oldest first. */
   sourceSnapshotIds(sourceId: number): string[] {
-    return (this.db.prepare('SELECT id FROM snapshots WHERE source_id = ? ORDER BY created_at, id').raw().all(sourceId) as [string][]).map((r) => r[0]);
+    return (this.stmt('SELECT id FROM snapshots WHERE source_id = ? ORDER BY created_at, id').raw().all(sourceId) as [string][]).map((r) => r[0]);
   }
 
   allSnapshotIds(): string[] {
-    return (this.db.prepare('SELECT id FROM snapshots').raw().all() as [string][]).map((r) => r[0]);
+    return (this.stmt('SELECT id FROM snapshots').raw().all() as [string][]).map((r) => r[0]);
   }
 
   deleteSnapshotRow(id: string): void {
-    this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(id);
+    this.stmt('DELETE FROM snapshots WHERE id = ?').run(id);
   }
 
   getSnapshot(id: string): SnapshotInfo | undefined {
-    const r = this.db.prepare(`${Catalog.SNAPSHOT_SELECT} WHERE s.id = ?`).get(id) as SnapshotRow | undefined;
+    const r = this.stmt(`${Catalog.SNAPSHOT_SELECT} WHERE s.id = ?`).get(id) as SnapshotRow | undefined;
     return r ? Catalog.toInfo(r) : undefined;
   }
 }
