@@ -7,6 +7,7 @@ import { DataKeys } from '../core/keys';
 import { SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
 import { Semaphore } from '../core/semaphore';
+import { ExternalGarbage } from '../core/external-memory';
 
 /**
  * Restore. Every chunk is authenticated and its id recomputed before a byte of it is written;
@@ -43,11 +44,16 @@ export interface RestoreResult extends RestoreProgress {
 }
 
 export class ChunkFetcher {
+  /** lz4-napi's outputs are invisible to V8's heap accounting; see core/external-memory. */
+  private readonly garbage = new ExternalGarbage(64 * 1024 * 1024);
+
   constructor(private readonly client: BoxClient, private readonly keys: DataKeys, private readonly snapshot: string) {}
 
   async get(id: Buffer): Promise<Buffer> {
     const blob = await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`);
-    return openChunk(this.keys, id, blob);
+    const plain = openChunk(this.keys, id, blob);
+    this.garbage.note(blob.length + plain.length);
+    return plain;
   }
 }
 
@@ -69,6 +75,8 @@ export function matchesSubpath(p: Buffer, sub: Buffer | undefined): boolean {
   if (!sub) return true;
   return p.equals(sub) || (p.length > sub.length && p[sub.length] === 0x2f && p.subarray(0, sub.length).equals(sub));
 }
+
+const CONSUMED: Promise<Buffer> = Promise.resolve(Buffer.alloc(0));
 
 class TargetTree {
   private readonly verified = new Set<string>();
@@ -206,6 +214,8 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
         try {
           data = await fetches[i];
         } finally {
+          // Drop the settled promise: it would keep this chunk's bytes alive until the file ends.
+          fetches[i] = CONSUMED;
           consumed++;
           slots.release();
         }
