@@ -25,7 +25,8 @@ describe('integration: cairn-console in tmux against cairnd', function () {
     try {
       execFileSync('tmux', ['-V']);
     } catch {
-      this.skip(); // .ci/run installs tmux
+      console.log('    skipping: tmux is not installed (.ci/run installs it)');
+      this.skip();
     }
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-console-'));
     data = path.join(work, 'box');
