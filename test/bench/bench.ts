@@ -21,7 +21,7 @@
  * `--profile DIR` then runs Cairn once more with `node --cpu-prof` on the agent and on cairnd
  * (first backup, and restore) and prints the top self-time functions of every thread.
  */
-import { execFileSync, spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -240,38 +240,9 @@ interface CairnBackupJson {
   duration_s: number;
 }
 
-/** A cairnd serve with extra node flags (for --cpu-prof); same arguments as scripts/lib/procs.ts startDaemon. */
-async function startProfiledDaemon(data: string, nodeArgs: string[], env: NodeJS.ProcessEnv, port: number): Promise<Daemon> {
-  const info = path.join(data, 'run', 'serve.json');
-  fs.rmSync(info, { force: true });
-  const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, CAIRND, 'serve', '--data', data, '--listen', `127.0.0.1:${port}`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`cairnd serve exited (${proc.exitCode}): ${log}`);
-    try {
-      const s = JSON.parse(fs.readFileSync(info, 'utf8')) as { port: number; pid: number };
-      if (s.pid === proc.pid) {
-        return {
-          proc, port: s.port, address: `127.0.0.1:${s.port}`, log: () => log,
-          async stop(signal: NodeJS.Signals = 'SIGTERM') {
-            if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-            return exited;
-          },
-        };
-      }
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error(`cairnd serve did not start: ${log}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** A cairnd serve with extra node flags (for --cpu-prof). */
+function startProfiledDaemon(data: string, nodeArgs: string[], env: NodeJS.ProcessEnv, port: number): Promise<Daemon> {
+  return startDaemon(data, { port, env, nodeArgs });
 }
 
 class CairnDriver implements ToolDriver {
