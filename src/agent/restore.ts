@@ -151,8 +151,23 @@ function unsafe(rel: Buffer): CairnError {
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
-function nsToSeconds(ns: bigint): number {
-  return Number(ns / 1000n) / 1e6;
+/**
+ * Seconds for fs.utimes. libuv turns the double into a timespec and truncates to whole
+ * microseconds; at today's epoch a double is only good to about 0.24 us, so plain
+ * `us / 1e6` lands 1 us early about half the time (and a millisecond-aligned mtime then
+ * reads back as the previous millisecond). Aiming at the middle of the microsecond makes the
+ * truncation exact. Sub-microsecond digits are lost: Node cannot set them.
+ */
+export function nsToSeconds(ns: bigint): number {
+  const us = ns / 1000n;
+  const whole = us / 1000000n;
+  let frac = us % 1000000n;
+  let sec = whole;
+  if (frac < 0n) {
+    frac += 1000000n;
+    sec -= 1n;
+  }
+  return Number(sec) + (Number(frac) + 0.5) / 1e6;
 }
 
 export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: SnapshotInfo, opts: RestoreOptions): Promise<RestoreResult> {
