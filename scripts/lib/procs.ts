@@ -45,10 +45,10 @@ export interface Daemon {
 }
 
 /** Starts `cairnd serve` on 127.0.0.1 and an ephemeral port; resolves once it accepts connections. */
-export async function startDaemon(data: string, opts: { port?: number; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<Daemon> {
+export async function startDaemon(data: string, opts: { port?: number; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; args?: string[] } = {}): Promise<Daemon> {
   const info = path.join(data, 'run', 'serve.json');
   fs.rmSync(info, { force: true });
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), CAIRND, 'serve', '--data', data, '--listen', `127.0.0.1:${opts.port ?? 0}`], {
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), CAIRND, 'serve', '--data', data, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...(opts.args ?? [])], {
     env: { ...process.env, ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

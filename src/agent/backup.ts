@@ -30,6 +30,13 @@ export interface BackupOptions {
   onProgress?: (p: BackupProgress) => void;
   /** for tests: called once per file handed to the pool */
   onFileQueued?: () => void;
+  /**
+   * Which store this run writes to ("box:<id>" or "secondary:<id>"). When it differs from the
+   * one the files cache was last confirmed on (a fail-over, or the way back), the cache's chunk
+   * ids are first checked against this store: files whose chunks it lacks are read again, the
+   * rest stay cached.
+   */
+  target?: string;
 }
 
 export interface BackupProgress extends BackupStats {
@@ -39,6 +46,9 @@ export interface BackupProgress extends BackupStats {
 
 export interface BackupResult extends BackupStats {
   snapshot: string;
+  /** where it went: the box, or the secondary when the box did not answer (set by callers that choose) */
+  target?: 'box' | 'secondary';
+  target_reason?: string;
   source: string;
   skipped: number;
   warnings: { path: string; message: string }[];
@@ -88,6 +98,36 @@ export async function backupFiles(home: AgentHome, client: BoxClient, keys: Data
   } finally {
     cache.close();
   }
+}
+
+/** Chunk ids of a source's files cache that the store lacks (hex), asked in batches. */
+async function absentCachedChunks(client: BoxClient, cache: FilesCache, source: string): Promise<Set<string>> {
+  const absent = new Set<string>();
+  const seen = new Set<string>();
+  let batch: Buffer[] = [];
+  const ask = async (): Promise<void> => {
+    if (!batch.length) return;
+    const body = await client.call('POST', '/v1/chunks/missing', Buffer.concat(batch));
+    for (let o = 0; o + CHUNK_ID_BYTES <= body.length; o += CHUNK_ID_BYTES) absent.add(body.subarray(o, o + CHUNK_ID_BYTES).toString('hex'));
+    batch = [];
+  };
+  for (const list of cache.chunkLists(source)) {
+    for (let off = 0; off < list.length; off += CHUNK_REF_BYTES) {
+      const hex = list.subarray(off, off + CHUNK_ID_BYTES).toString('hex');
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      batch.push(Buffer.from(hex, 'hex'));
+      if (batch.length >= 16384) await ask();
+    }
+  }
+  await ask();
+  return absent;
+}
+
+function lacksAny(absent: Set<string>, chunks: Buffer): boolean {
+  if (absent.size === 0) return false;
+  for (let off = 0; off < chunks.length; off += CHUNK_REF_BYTES) if (absent.has(chunks.subarray(off, off + CHUNK_ID_BYTES).toString('hex'))) return true;
+  return false;
 }
 
 /** Manifest spool files of runs whose process is gone (killed, power loss) are removed. */
@@ -146,6 +186,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
       if (CairnError.is(err, 'CAIRN_BOX_UNREACHABLE') || CairnError.is(err, 'CAIRN_PAIR_PIN_MISMATCH') || CairnError.is(err, 'CAIRN_AUTH_INVALID') || CairnError.is(err, 'CAIRN_AUTH_REVOKED')) throw err;
     }
     cache.beginRun(source);
+    const absent = opts.target && cache.target(source) !== undefined && cache.target(source) !== opts.target ? await absentCachedChunks(client, cache, source) : undefined;
     fs.writeSync(manifestFd, encodeHeader({ v: 1, kind: 'files', roots, host: opts.host ?? os.hostname(), created: new Date().toISOString() }));
 
     const writeHead = async (): Promise<void> => {
@@ -186,7 +227,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
       const ctimeNs = st.ctimeNs.toString();
       const cached = cache.lookup(source, abs);
       let ready: Promise<void>;
-      if (cached && cached.size === Number(st.size) && cached.mtimeNs === mtimeNs && cached.ctimeNs === ctimeNs && cached.ino === ino) {
+      if (cached && cached.size === Number(st.size) && cached.mtimeNs === mtimeNs && cached.ctimeNs === ctimeNs && cached.ino === ino && !(absent && lacksAny(absent, cached.chunks))) {
         base.chunks = cached.chunks;
         for (let off = 0; off < cached.chunks.length; off += CHUNK_REF_BYTES) refs.add(cached.chunks.subarray(off, off + CHUNK_ID_BYTES));
         cache.stage(source, abs, cached);
@@ -298,6 +339,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
     const body = await client.call('POST', '/v1/snapshots', encodeCommit({ source, host: opts.host ?? os.hostname(), manifest, stats: final }, refs.result), { timeoutMs: 600_000 });
     const info = JSON.parse(body.toString('utf8')) as SnapshotInfo;
     cache.commitRun(source);
+    if (opts.target) cache.setTarget(source, opts.target);
     return { snapshot: info.id, source, ...final, duration_s: (Date.now() - started) / 1000, skipped: stats.skipped, warnings };
   } finally {
     if (progressTimer) clearInterval(progressTimer);

@@ -63,8 +63,10 @@ function net_isIP(host: string): boolean {
 
 export class BoxClient {
   private readonly agent: https.Agent;
+  private readonly extraHeaders: Record<string, string>;
 
-  constructor(readonly endpoint: BoxEndpoint, private readonly credential?: string, opts: { maxSockets?: number } = {}) {
+  constructor(readonly endpoint: BoxEndpoint, private readonly credential?: string, opts: { maxSockets?: number; headers?: Record<string, string> } = {}) {
+    this.extraHeaders = opts.headers ?? {};
     const pinned = endpoint.spkiSha256;
     this.agent = new https.Agent({
       keepAlive: true,
@@ -87,7 +89,7 @@ export class BoxClient {
   request(method: string, path: string, body?: Buffer | Buffer[], opts: { contentType?: string; timeoutMs?: number } = {}): Promise<ClientResponse> {
     const parts = body === undefined ? [] : Array.isArray(body) ? body : [body];
     const length = parts.reduce((n, b) => n + b.length, 0);
-    const headers: Record<string, string | number> = { 'content-length': length };
+    const headers: Record<string, string | number> = { ...this.extraHeaders, 'content-length': length };
     if (body !== undefined) headers['content-type'] = opts.contentType ?? 'application/octet-stream';
     if (this.credential) headers.authorization = `Bearer ${this.credential}`;
     const { host, port } = this.endpoint;

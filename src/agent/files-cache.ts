@@ -30,7 +30,8 @@ export class FilesCache {
       CREATE TABLE IF NOT EXISTS files (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
         ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS staged (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
-        ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;`);
+        ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS targets (source TEXT PRIMARY KEY, target TEXT NOT NULL);`);
     this.getStmt = this.db.prepare('SELECT size, mtime AS mtimeNs, ctime AS ctimeNs, ino, chunks FROM files WHERE source = ? AND path = ?');
     this.stageStmt = this.db.prepare('INSERT OR REPLACE INTO staged (source, path, size, mtime, ctime, ino, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)');
   }
@@ -64,6 +65,20 @@ export class FilesCache {
       this.db.prepare('INSERT INTO files SELECT * FROM staged WHERE source = ?').run(source);
       this.db.prepare('DELETE FROM staged WHERE source = ?').run(source);
     })();
+  }
+
+  /** Which store (box or secondary) the cached chunk lists of a source were last confirmed on. */
+  target(source: string): string | undefined {
+    return (this.db.prepare('SELECT target FROM targets WHERE source = ?').get(source) as { target: string } | undefined)?.target;
+  }
+
+  setTarget(source: string, target: string): void {
+    this.db.prepare('INSERT INTO targets (source, target) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET target = excluded.target').run(source, target);
+  }
+
+  /** Every chunk list of a source's cache, one row at a time (bounded memory). */
+  *chunkLists(source: string): Generator<Buffer> {
+    for (const r of this.db.prepare('SELECT chunks FROM files WHERE source = ?').raw().iterate(source) as IterableIterator<[Buffer]>) yield r[0];
   }
 
   /** Forget a source (used when the box reports that chunks the cache relies on are gone). */

@@ -2,8 +2,9 @@
 import { CairnError } from '../core/errors';
 import { formatBytes, parseCli, parseHostPort, runMain } from '../core/cli';
 import { DEFAULT_PORT, SnapshotInfo } from '../core/api';
-import { AgentHome } from './state';
-import { clientFor, pair } from './pair';
+import { AgentConfig, AgentHome } from './state';
+import { pair } from './pair';
+import { connectTarget, Target, TargetKind } from './continuity';
 import { backupFiles, BackupProgress, defaultSourceName } from './backup';
 import { resolveSnapshot, splitSnapshotArg } from './snapshot-ref';
 import { cmdAgent, cmdSchedule, cmdStatus, withSourceLock } from './service/commands';
@@ -27,6 +28,8 @@ commands:
   backup --volume DEVICE|IMAGE [--source NAME]     back up a block device or disk image, changed blocks only
          [--block-size 1M] [--allow-mounted] [--lvm-snapshot]
   snapshots [--source NAME] [--json]               this PC's snapshots on the box
+  (backup, snapshots, ls, restore, verify take --from box|secondary; by default the box, and its
+   secondary when the box does not answer or does not have the snapshot)
   ls SNAPSHOT[:PATH] [--json]                      list a snapshot's contents
   restore SNAPSHOT[:PATH] --target DIR [--json]    restore a snapshot (or part of it) into DIR
   verify SNAPSHOT[:PATH] [--json]                  fetch and check every byte of a snapshot, write nothing
@@ -34,6 +37,39 @@ commands:
 
 SNAPSHOT is an id, a unique prefix of one, or "latest". State lives in $CAIRN_HOME
 (default ~/.config/cairn).`;
+
+function fromOption(v: string | undefined): TargetKind | 'auto' {
+  if (v === undefined || v === 'auto') return 'auto';
+  if (v === 'box' || v === 'secondary') return v;
+  throw new CairnError('CAIRN_USAGE', '--from takes box or secondary');
+}
+
+/**
+ * Finds a snapshot on the box, or on the secondary when the box is down, when asked (--from
+ * secondary), or when the box does not have it (yet): a rebuilt box pulling data back, or a
+ * backup made on the secondary that has not flowed back.
+ */
+async function resolveOn(home: AgentHome, config: AgentConfig, ref: string, source: string | undefined, from: TargetKind | 'auto'): Promise<{ target: Target; snap: SnapshotInfo }> {
+  const target = await connectTarget(home, config, { from });
+  try {
+    return { target, snap: await resolveSnapshot(target.client, ref, source) };
+  } catch (err) {
+    target.client.close();
+    if (from === 'auto' && target.kind === 'box' && CairnError.is(err, 'CAIRN_SNAPSHOT_NOT_FOUND') && config.continuity?.secondary) {
+      const t2 = await connectTarget(home, config, { from: 'secondary' });
+      try {
+        return { target: t2, snap: await resolveSnapshot(t2.client, ref, source) };
+      } catch {
+        t2.client.close();
+      }
+    }
+    throw err;
+  }
+}
+
+function fromNote(t: Target): void {
+  if (t.kind === 'secondary') process.stderr.write(`note: using the secondary "${t.name}" at ${t.address}${t.reason ? `: ${t.reason}` : ''}\n`);
+}
 
 function out(json: boolean, value: unknown, text: () => string): void {
   process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n');
@@ -64,29 +100,33 @@ async function cmdPair(args: string[]): Promise<void> {
 
 async function cmdBackup(args: string[]): Promise<number> {
   if (isVolumeBackup(args)) return cmdBackupVolume(args);
-  const { values, positionals } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' } }, 'cairn backup PATH... [--source NAME] [--json]');
+  const { values, positionals } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' }, from: { type: 'string' } }, 'cairn backup PATH... [--source NAME] [--from box|secondary] [--json]');
   if (positionals.length === 0) throw new CairnError('CAIRN_USAGE', 'usage: cairn backup PATH... [--source NAME] [--json]');
   const threads = values.threads === undefined ? undefined : Number(values.threads);
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 64)) throw new CairnError('CAIRN_USAGE', '--threads must be 1-64');
   const home = new AgentHome();
   const config = home.load();
-  const client = clientFor(config);
+  const target = await connectTarget(home, config, { from: fromOption(values.from) });
+  const client = target.client;
+  fromNote(target);
   const tty = !values.json && process.stdout.isTTY === true;
   const startedAt = Date.now();
   try {
     const source = values.source ?? defaultSourceName(positionals);
-    const r = await withSourceLock(source, () => backupFiles(home, client, home.keys(config), {
+    const r0 = await withSourceLock(source, () => backupFiles(home, client, home.keys(config), {
       paths: positionals,
       source,
       threads,
+      target: target.key,
       onProgress: tty ? (p) => process.stderr.write(`\r${progressLine(p, startedAt)}\x1b[K`) : undefined,
     }));
+    const r = { ...r0, target: target.kind, ...(target.reason ? { target_reason: target.reason } : {}) };
     if (tty) process.stderr.write('\r\x1b[K');
     for (const w of r.warnings) process.stderr.write(`warning: ${w.path}: ${w.message}\n`);
     const dedup = r.bytes_read > 0 ? (1 - r.bytes_new / r.bytes_read) * 100 : 100;
     out(!!values.json, r, () =>
       [
-        `snapshot ${r.snapshot} of ${r.source}`,
+        `snapshot ${r.snapshot} of ${r.source}${target.kind === 'secondary' ? ` — on the SECONDARY "${target.name}" (the box did not answer; it flows back to the box once it is up)` : ''}`,
         `  ${r.files} files, ${r.dirs} dirs, ${formatBytes(r.bytes_scanned)} scanned, ${formatBytes(r.bytes_read)} read`,
         `  ${r.chunks_new} new chunks, ${formatBytes(r.bytes_new)} new data, ${formatBytes(r.bytes_uploaded)} uploaded (${dedup.toFixed(1)}% of what was read deduplicated)`,
         `  ${r.duration_s.toFixed(2)} s${r.warnings.length ? `, ${r.warnings.length} warnings` : ''}`,
@@ -98,9 +138,11 @@ async function cmdBackup(args: string[]): Promise<number> {
 }
 
 async function cmdSnapshots(args: string[]): Promise<void> {
-  const { values } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' } }, 'cairn snapshots [--source NAME] [--json]');
+  const { values } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' }, from: { type: 'string' } }, 'cairn snapshots [--source NAME] [--from box|secondary] [--json]');
   const home = new AgentHome();
-  const client = clientFor(home.load());
+  const target = await connectTarget(home, home.load(), { from: fromOption(values.from) });
+  const client = target.client;
+  fromNote(target);
   try {
     const q = values.source ? `?source=${encodeURIComponent(values.source)}` : '';
     const list = await client.json<SnapshotInfo[]>('GET', `/v1/snapshots${q}`);
@@ -122,14 +164,15 @@ function modeString(type: string, mode: number): string {
 }
 
 async function cmdLs(args: string[]): Promise<void> {
-  const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' } }, 'cairn ls SNAPSHOT[:PATH] [--json]');
+  const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' }, from: { type: 'string' } }, 'cairn ls SNAPSHOT[:PATH] [--from box|secondary] [--json]');
   if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn ls SNAPSHOT[:PATH] [--json]');
   const { ref, subpath } = splitSnapshotArg(positionals[0]);
   const home = new AgentHome();
   const config = home.load();
-  const client = clientFor(config);
+  const { target, snap } = await resolveOn(home, config, ref, values.source, fromOption(values.from));
+  const client = target.client;
+  fromNote(target);
   try {
-    const snap = await resolveSnapshot(client, ref, values.source);
     const m = await openAnyManifest(new ChunkFetcher(client, home.keys(config), snap.id), snap);
     if (m.kind === 'volume') {
       if (subpath) throw new CairnError('CAIRN_USAGE', `snapshot ${snap.id} is a volume image: it has no paths to list`);
@@ -151,14 +194,15 @@ async function cmdLs(args: string[]): Promise<void> {
 }
 
 async function cmdRestore(args: string[]): Promise<number> {
-  const { values, positionals } = parseCli(args, { target: { type: 'string' }, json: { type: 'boolean' }, source: { type: 'string' }, force: { type: 'boolean' } }, 'cairn restore SNAPSHOT[:PATH] --target DIR|FILE|DEVICE [--force] [--json]');
+  const { values, positionals } = parseCli(args, { target: { type: 'string' }, json: { type: 'boolean' }, source: { type: 'string' }, force: { type: 'boolean' }, from: { type: 'string' } }, 'cairn restore SNAPSHOT[:PATH] --target DIR|FILE|DEVICE [--force] [--from box|secondary] [--json]');
   if (positionals.length !== 1 || !values.target) throw new CairnError('CAIRN_USAGE', 'usage: cairn restore SNAPSHOT[:PATH] --target DIR [--json]');
   const { ref, subpath } = splitSnapshotArg(positionals[0]);
   const home = new AgentHome();
   const config = home.load();
-  const client = clientFor(config);
+  const { target, snap } = await resolveOn(home, config, ref, values.source, fromOption(values.from));
+  const client = target.client;
+  fromNote(target);
   try {
-    const snap = await resolveSnapshot(client, ref, values.source);
     if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
       return await restoreVolumeCli(client, home.keys(config), home, snap, { target: values.target, force: !!values.force, json: !!values.json, subpath });
     }
@@ -176,14 +220,15 @@ async function cmdRestore(args: string[]): Promise<number> {
 
 /** Restores to nowhere: fetches and checks every chunk of the snapshot, writes nothing. */
 async function cmdVerify(args: string[]): Promise<number> {
-  const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' } }, 'cairn verify SNAPSHOT[:PATH] [--json]');
+  const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' }, from: { type: 'string' } }, 'cairn verify SNAPSHOT[:PATH] [--from box|secondary] [--json]');
   if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn verify SNAPSHOT[:PATH] [--json]');
   const { ref, subpath } = splitSnapshotArg(positionals[0]);
   const home = new AgentHome();
   const config = home.load();
-  const client = clientFor(config);
+  const { target, snap } = await resolveOn(home, config, ref, values.source, fromOption(values.from));
+  const client = target.client;
+  fromNote(target);
   try {
-    const snap = await resolveSnapshot(client, ref, values.source);
     if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
       if (subpath) throw new CairnError('CAIRN_USAGE', `snapshot ${snap.id} is a volume image: it has no paths`);
       const v = await verifyVolumeSnapshot(client, home.keys(config), snap);

@@ -31,6 +31,7 @@ export async function pair(home: AgentHome, opts: { host: string; port: number; 
       agent: { id: r.agent_id, name: req.agent_name, credential: r.credential },
       keys: r.keys,
       paired_at: new Date().toISOString(),
+      ...(r.continuity ? { continuity: r.continuity } : {}),
     };
     home.save(config);
     return config;

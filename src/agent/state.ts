@@ -4,6 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CairnError, errnoCode } from '../core/errors';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
+import type { ContinuityInfo } from '../core/peer-api';
 
 /**
  * The agent's state directory ($CAIRN_HOME, default ~/.config/cairn), owner-only:
@@ -18,6 +19,8 @@ export interface AgentConfig {
   agent: { id: string; name: string; credential: string };
   keys: DataKeysJson;
   paired_at: string;
+  /** the secondary to fail over to, as the box last described it (absent: none known) */
+  continuity?: ContinuityInfo;
 }
 
 export class AgentHome {

@@ -11,6 +11,9 @@ import { Logger, silentLogger } from '../core/log';
 import { CairnError } from '../core/errors';
 import { createHardware, Hardware, HwProfile } from '../hw';
 import { writeFileDurable } from './store/durable';
+import type { StoreSpace } from './store/space';
+import { PeerSpaces } from './secondary/peer-spaces';
+import path from 'node:path';
 
 export const HW_PROFILE_NAMES: readonly HwProfile[] = ['linux', 'raspberry-pi', 'simulated'];
 
@@ -43,7 +46,7 @@ export function writeBoxConfig(dir: DataDir, c: BoxConfig): void {
 }
 
 /** An opened box: identity, keys, catalog and chunk store over one data directory. Only `main` wires it. */
-export class Box {
+export class Box implements StoreSpace {
   readonly keys: DataKeys;
   readonly blobs: LocalBlobStore;
   readonly store: ChunkStore;
@@ -54,6 +57,16 @@ export class Box {
   hw: Hardware | undefined;
   /** Where jobs and retention log (cairnd serve sets its logger). */
   log: Logger = silentLogger;
+  /** Primary with a secondary, inside `cairnd serve`: background replication (secondary/replicator.ts). */
+  replicator: { kick(reason: string): void } | undefined;
+  private peerSpaces: PeerSpaces | undefined;
+
+  /** A secondary's namespaces, one per primary it serves. */
+  get peers(): PeerSpaces {
+    if (this.identity.role !== 'secondary') throw new CairnError('CAIRN_ROLE_MISMATCH', 'only a secondary box holds other boxes\' data');
+    this.peerSpaces ??= new PeerSpaces(this.dir.root, this.catalog);
+    return this.peerSpaces;
+  }
 
   private constructor(readonly dir: DataDir, readonly identity: BoxIdentity, readonly catalog: Catalog) {
     this.keys = deriveDataKeys(identity.masterKey);
@@ -66,6 +79,10 @@ export class Box {
       const src = catalogRef.listSources({ agentId: info.agent, source: info.source })[0];
       if (src) applyRetention(this.store, catalogRef, src.id, this.log);
     };
+  }
+
+  get quarantineDir(): string {
+    return path.join(this.dir.root, 'quarantine');
   }
 
   /** Hardware status: from the watching instance, or a one-shot read. */
@@ -87,6 +104,7 @@ export class Box {
 
   close(): void {
     this.hw?.stop();
+    this.peerSpaces?.close();
     this.catalog.close();
   }
 }

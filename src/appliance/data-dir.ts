@@ -14,6 +14,8 @@ import path from 'node:path';
  *   run/admin.sock    local admin socket of a running `cairnd serve` (0600)
  *   run/serve.json    address and pid of the running daemon
  *   escrow.json       master key + config sealed with the escrow key (opens with the recovery key)
+ *   secondary.json    primary: the linked secondary (address, pinned certificate, credential; 0600)
+ *   peers/<id>/       secondary: one namespace per primary served (secondary/peer-spaces.ts)
  */
 export class DataDir {
   constructor(readonly root: string) {}
@@ -31,4 +33,5 @@ export class DataDir {
   get serveInfo(): string { return path.join(this.root, 'run', 'serve.json'); }
   /** master key + config sealed under the recovery key's escrow key (src/appliance/escrow.ts) */
   get escrow(): string { return path.join(this.root, 'escrow.json'); }
+  get secondaryLink(): string { return path.join(this.root, 'secondary.json'); }
 }

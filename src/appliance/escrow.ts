@@ -5,6 +5,10 @@ import { parseRecoveryKey } from '../core/recovery-key';
 import { DataDir } from './data-dir';
 import { BoxIdentity, deriveEscrowKey } from './identity';
 import { writeFileDurable } from './store/durable';
+import { createHmac } from 'node:crypto';
+import { ESCROW_ACCESS_LABEL } from '../core/peer-api';
+import type { AgentRegistryRow } from './store/catalog';
+import type { SecondaryLink } from './secondary/link';
 
 /**
  * Escrow blob: the box's master key and configuration sealed with the escrow key, which is the
@@ -23,11 +27,29 @@ import { writeFileDurable } from './store/durable';
  *   ad         = "cairn-escrow-v1\n" + box_id + "\n" + salt (base64)
  *   plaintext  = JSON { box_id, name, role, master_key (base64), config, sealed_at }
  */
-export const ESCROW_FORMAT = 'cairn-escrow-v1';
+export const ESCROW_FORMAT_V1 = 'cairn-escrow-v1';
+/**
+ * Format v2 (secondary, continuity): same envelope and sealing as v1 under the name
+ * "cairn-escrow-v2"; the plaintext adds what rebuilding a box needs so its agents carry on
+ * without pairing again: tls_key_pem, tls_cert_pem, and when known the secondary link
+ * (address, pin, this box's credential there), the agent registry (credential hashes) and
+ * per-source retention. v1 blobs still open (those fields are then absent).
+ */
+export const ESCROW_FORMAT = 'cairn-escrow-v2';
+type EscrowFormat = typeof ESCROW_FORMAT | typeof ESCROW_FORMAT_V1;
 const KDF_ALG = 'argon2id13';
 const MAX_ESCROW_BYTES = 1024 * 1024;
 
-export interface EscrowContents {
+export interface EscrowExtra {
+  tls_key_pem?: string;
+  tls_cert_pem?: string;
+  secondary?: SecondaryLink | null;
+  agents?: AgentRegistryRow[];
+  sources?: { agent: string; name: string; keep: number }[];
+}
+
+export interface EscrowContents extends EscrowExtra {
+  format: EscrowFormat;
   box_id: string;
   name: string;
   role: 'primary' | 'secondary';
@@ -37,7 +59,7 @@ export interface EscrowContents {
 }
 
 interface EscrowEnvelope {
-  format: typeof ESCROW_FORMAT;
+  format: EscrowFormat;
   box_id: string;
   sealed_at: string;
   kdf: { alg: typeof KDF_ALG; opslimit: number; memlimit: number; salt: string };
@@ -45,21 +67,24 @@ interface EscrowEnvelope {
   ciphertext: string;
 }
 
-function associatedData(boxId: string, salt: string): Buffer {
-  return Buffer.from(`${ESCROW_FORMAT}\n${boxId}\n${salt}`);
+function associatedData(format: EscrowFormat, boxId: string, salt: string): Buffer {
+  return Buffer.from(`${format}\n${boxId}\n${salt}`);
 }
 
 /** Seals the master key and config under the identity's escrow key. Pure apart from randomness. */
-export function sealEscrow(identity: BoxIdentity, config: Record<string, unknown>, now = new Date()): string {
+export function sealEscrow(identity: BoxIdentity, config: Record<string, unknown>, extra: EscrowExtra = {}, now = new Date()): string {
   const salt = identity.escrowSalt.toString('base64');
   const sealedAt = now.toISOString();
   const plaintext = Buffer.from(
-    JSON.stringify({ box_id: identity.boxId, name: identity.name, role: identity.role, master_key: identity.masterKey.toString('base64'), config, sealed_at: sealedAt }),
+    JSON.stringify({
+      box_id: identity.boxId, name: identity.name, role: identity.role, master_key: identity.masterKey.toString('base64'), config, sealed_at: sealedAt,
+      tls_key_pem: identity.tlsKeyPem, tls_cert_pem: identity.tlsCertPem, ...extra,
+    }),
   );
   const nonce = Buffer.alloc(sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
   sodium.randombytes_buf(nonce);
   const ciphertext = Buffer.alloc(plaintext.length + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES);
-  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(ciphertext, plaintext, associatedData(identity.boxId, salt), null, nonce, identity.escrowKey);
+  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(ciphertext, plaintext, associatedData(ESCROW_FORMAT, identity.boxId, salt), null, nonce, identity.escrowKey);
   sodium.sodium_memzero(plaintext);
   const env: EscrowEnvelope = {
     format: ESCROW_FORMAT,
@@ -73,8 +98,15 @@ export function sealEscrow(identity: BoxIdentity, config: Record<string, unknown
 }
 
 /** Writes (or replaces) the escrow file in the data directory: tmp, fsync, rename. */
-export function writeEscrow(dir: DataDir, identity: BoxIdentity, config: Record<string, unknown>): void {
-  writeFileDurable(dir.escrow, sealEscrow(identity, config), 0o600);
+export function writeEscrow(dir: DataDir, identity: BoxIdentity, config: Record<string, unknown>, extra: EscrowExtra = {}): string {
+  const blob = sealEscrow(identity, config, extra);
+  writeFileDurable(dir.escrow, blob, 0o600);
+  return blob;
+}
+
+/** What proves knowledge of the recovery key to a secondary without revealing it: HMAC(escrow key, label). */
+export function escrowAccess(escrowKey: Buffer): Buffer {
+  return createHmac('sha256', escrowKey).update(ESCROW_ACCESS_LABEL).digest();
 }
 
 function invalid(why: string): CairnError {
@@ -93,7 +125,7 @@ function b64(v: unknown, what: string, len?: number): Buffer {
  * not matter). Throws CAIRN_RECOVERY_KEY_INVALID for a mistyped key (checksum) and
  * CAIRN_ESCROW_INVALID for a damaged blob or a key that does not open it.
  */
-export function openEscrow(blob: string | Buffer, recoveryKey: string): EscrowContents {
+export function openEscrow(blob: string | Buffer, recoveryKey: string | { escrowKey: Buffer }): EscrowContents {
   if (blob.length > MAX_ESCROW_BYTES) throw invalid('it is larger than 1 MiB');
   let env: Partial<EscrowEnvelope>;
   try {
@@ -101,7 +133,8 @@ export function openEscrow(blob: string | Buffer, recoveryKey: string): EscrowCo
   } catch {
     throw invalid('it is not JSON');
   }
-  if (!env || env.format !== ESCROW_FORMAT) throw invalid(`unknown format ${JSON.stringify(env?.format)}`);
+  if (!env || (env.format !== ESCROW_FORMAT && env.format !== ESCROW_FORMAT_V1)) throw invalid(`unknown format ${JSON.stringify(env?.format)}`);
+  const format = env.format;
   if (typeof env.box_id !== 'string' || !/^[0-9a-f]{16}$/.test(env.box_id)) throw invalid('bad box id');
   const kdf = env.kdf;
   // Only the limits cairnd writes are accepted: a blob must not make the opener burn memory.
@@ -112,10 +145,10 @@ export function openEscrow(blob: string | Buffer, recoveryKey: string): EscrowCo
   const nonce = b64(env.nonce, 'nonce', sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
   const ciphertext = b64(env.ciphertext, 'ciphertext');
   if (ciphertext.length < sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES) throw invalid('ciphertext is truncated');
-  const key = deriveEscrowKey(parseRecoveryKey(recoveryKey), salt);
+  const key = typeof recoveryKey === 'string' ? deriveEscrowKey(parseRecoveryKey(recoveryKey), salt) : Buffer.from(recoveryKey.escrowKey);
   const plaintext = Buffer.alloc(ciphertext.length - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES);
   try {
-    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(plaintext, null, ciphertext, associatedData(env.box_id, kdf.salt), nonce, key);
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(plaintext, null, ciphertext, associatedData(format, env.box_id, kdf.salt), nonce, key);
   } catch {
     throw invalid('this recovery key does not open it (wrong key, or the blob was altered)');
   } finally {
@@ -124,7 +157,7 @@ export function openEscrow(blob: string | Buffer, recoveryKey: string): EscrowCo
   const p = JSON.parse(plaintext.toString()) as Omit<EscrowContents, 'master_key'> & { master_key: string };
   sodium.sodium_memzero(plaintext);
   if (p.box_id !== env.box_id) throw invalid('box id inside does not match the envelope');
-  return { ...p, master_key: b64(p.master_key, 'master key', 32) };
+  return { ...p, format, master_key: b64(p.master_key, 'master key', 32) };
 }
 
 /** Reads and opens the escrow file of a data directory. */

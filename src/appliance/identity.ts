@@ -107,6 +107,25 @@ export async function initIdentity(dir: DataDir, opts: { name: string; role?: 'p
   };
 }
 
+/**
+ * Recovery: writes an identity taken back from an escrow (same box id, master key and TLS key
+ * pair, so agents' pins and credentials keep working). keys.json last, as at activation.
+ */
+export function writeRecoveredIdentity(dir: DataDir, id: { boxId: string; name: string; masterKey: Buffer; escrowKey: Buffer; escrowSalt: Buffer; tlsKeyPem: string; tlsCertPem: string }): BoxIdentity {
+  if (isInitialized(dir)) throw new CairnError('CAIRN_STORE_ALREADY_INITIALIZED', `${dir.root} already holds an activated box; recover into a fresh data directory`);
+  fs.mkdirSync(dir.root, { recursive: true, mode: 0o700 });
+  fs.mkdirSync(dir.tlsDir, { recursive: true, mode: 0o700 });
+  writeFileDurable(dir.tlsKey, id.tlsKeyPem, 0o600);
+  writeFileDurable(dir.tlsCert, id.tlsCertPem, 0o644);
+  const file: KeysFile = {
+    format: 1, box_id: id.boxId, name: id.name, role: 'primary', master_key: id.masterKey.toString('base64'),
+    escrow_key: id.escrowKey.toString('base64'), escrow_salt: id.escrowSalt.toString('base64'), created: new Date().toISOString(),
+  };
+  writeFileDurable(dir.keys, JSON.stringify(file, null, 2) + '\n', 0o600);
+  fsyncDir(dir.root);
+  return loadIdentity(dir);
+}
+
 export function loadIdentity(dir: DataDir): BoxIdentity {
   let raw: string;
   try {

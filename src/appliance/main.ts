@@ -18,6 +18,8 @@ import { DEFAULT_PORT } from '../core/api';
 import { DEFAULT_SCHEDULE, Schedule } from './jobs/runner';
 import { writeFileDurable } from './store/durable';
 import { startAdvertising, stopAdvertising } from './discovery/serve-mdns';
+import { Replicator } from './secondary/replicator';
+import { cmdRecover } from './secondary/recover';
 
 const USAGE = `cairnd <command> --data DIR [options]
 
@@ -43,6 +45,14 @@ commands:
 
 --data defaults to $CAIRN_DATA. Admin commands work whether or not \`cairnd serve\` runs
 (they go through its local admin socket when it does).`;
+
+/** "10M", "512K", "1G" or plain bytes per second. */
+function parseByteRate(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(v.trim());
+  if (!m) throw new CairnError('CAIRN_USAGE', `--bwlimit takes bytes per second like 512K, 10M or 1G, not "${v}"`);
+  const mult = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Math.round(Number(m[1]) * mult);
+}
 
 function dataRoot(v: string | undefined): string {
   const d = v ?? process.env.CAIRN_DATA;
@@ -84,7 +94,8 @@ async function cmdServe(args: string[]): Promise<void> {
   const { values } = parseCli(args, {
     data: { type: 'string' }, listen: { type: 'string' }, 'no-mdns': { type: 'boolean' },
     'gc-every': { type: 'string' }, 'verify-every': { type: 'string' }, 'verify-subset': { type: 'string' }, 'gc-grace': { type: 'string' },
-  }, 'cairnd serve --data DIR [--listen HOST:PORT] [--no-mdns] [--gc-every 24h] [--verify-every 24h] [--verify-subset 10] [--gc-grace 6h]');
+    'replicate-every': { type: 'string' },
+  }, 'cairnd serve --data DIR [--listen HOST:PORT] [--no-mdns] [--gc-every 24h] [--verify-every 24h] [--verify-subset 10] [--gc-grace 6h] [--replicate-every 1m]');
   const root = dataRoot(values.data);
   const subset = values['verify-subset'] === undefined ? DEFAULT_SCHEDULE.verifySubsetPercent : Number(values['verify-subset']);
   if (!(subset > 0 && subset <= 100)) throw new CairnError('CAIRN_USAGE', '--verify-subset is a percentage (0-100]');
@@ -123,6 +134,10 @@ async function cmdServe(args: string[]): Promise<void> {
   writeFileDurable(box.dir.serveInfo, JSON.stringify({ pid: process.pid, host: addr.address, port: addr.port }) + '\n', 0o600);
   log.info('serve.started', { box: box.identity.boxId, name: box.identity.name, address: addr.address, port: addr.port, tmp_cleaned: cleaned, fingerprint: fingerprint(box.identity.spkiSha256) });
   const mdns = await startAdvertising(box.identity, { host, port: addr.port, log, disabled: values['no-mdns'] });
+  // A primary replicates to its secondary (if linked now or later) in the background.
+  const replicator = box.identity.role === 'primary' ? new Replicator(box, { everyMs: values['replicate-every'] ? parseDuration(values['replicate-every']) : 60_000, log }) : undefined;
+  box.replicator = replicator;
+  replicator?.start();
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       log.info('serve.stopping', { signal: sig });
@@ -132,6 +147,7 @@ async function cmdServe(args: string[]): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   await stopAdvertising(mdns, log);
+  await replicator?.stop();
   await api.close();
   admin.close();
   fs.rmSync(box.dir.serveInfo, { force: true });
@@ -243,6 +259,30 @@ async function main(argv: string[]): Promise<void> {
         const s = r as { name: string; box: string; fingerprint: string; agents: number; snapshots: number; chunks: number; stored_bytes: number; hardware: { state: string; summary: string } };
         return `Box ${s.name} (${s.box}): ${s.hardware.state.toUpperCase()} — ${s.hardware.summary}\nfingerprint ${s.fingerprint}\nagents ${s.agents}, snapshots ${s.snapshots}, chunks ${s.chunks} (${formatBytes(s.stored_bytes)} stored)`;
       });
+    case 'secondary': {
+      const [sub, ...r] = rest;
+      if (sub === 'add') {
+        return cmdAdmin('secondary.add', r, { token: { type: 'string' }, bwlimit: { type: 'string' } }, 'cairnd secondary add --data DIR HOST:PORT --token T [--bwlimit 10M]',
+          (v, pos) => {
+            if (pos.length !== 1 || !v.token) throw new CairnError('CAIRN_USAGE', 'usage: cairnd secondary add --data DIR HOST:PORT --token T [--bwlimit 10M]');
+            const { host, port } = parseHostPort(pos[0], DEFAULT_PORT);
+            return { host, port, token: v.token, bwlimit_bps: v.bwlimit ? parseByteRate(v.bwlimit as string) : undefined };
+          },
+          (x) => {
+            const l = x as { name: string; secondary: string; address: string; fingerprint: string };
+            return `Linked to secondary "${l.name}" (${l.secondary}) at ${l.address}\nSecondary key pinned: ${l.fingerprint}\nReplication, escrow and agents' fail-over start now.`;
+          }, 120_000);
+      }
+      if (sub === 'status') {
+        return cmdAdmin('secondary.status', r, {}, 'cairnd secondary status --data DIR [--json]', () => ({}), (x) => JSON.stringify(x, null, 2));
+      }
+      if (sub === 'sync') {
+        return cmdAdmin('secondary.sync', r, {}, 'cairnd secondary sync --data DIR [--json]', () => ({}), (x) => JSON.stringify(x, null, 2), 3_600_000);
+      }
+      throw new CairnError('CAIRN_USAGE', 'usage: cairnd secondary add|status|sync --data DIR ...');
+    }
+    case 'recover':
+      return cmdRecover(rest);
     case 'hw': {
       const { values, positionals } = parseCli(rest, { data: { type: 'string' }, json: { type: 'boolean' }, profile: { type: 'string' } }, 'cairnd hw status|simulate ... --data DIR [--json]');
       const root = dataRoot(values.data);

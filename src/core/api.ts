@@ -44,6 +44,8 @@ export interface PairResponse {
   box: string;
   box_name: string;
   keys: { idKey: string; chunkKey: string; manifestKey: string; gearKey: string };
+  /** where this agent backs up when its box is down (absent from boxes older than continuity) */
+  continuity?: import('./peer-api').ContinuityInfo;
 }
 
 export interface UploadResult {

@@ -2,8 +2,7 @@ import { CairnError, errorMessage } from '../../core/errors';
 import { Logger, silentLogger } from '../../core/log';
 import { isLoopbackHost } from '../../core/mdns';
 import { backupFiles, BackupResult } from '../backup';
-import { probeCertificate } from '../box-client';
-import { constantTimeEqual } from '../../core/keys';
+import { connectTarget } from '../continuity';
 import { moveBox, rediscoverBox } from '../discovery/locate';
 import { AgentHome } from '../state';
 import { AbortableBoxClient } from './abortable-client';
@@ -75,6 +74,8 @@ export class AgentService {
   private readonly runBackup: BackupRunner;
   private readonly rediscover: Rediscoverer | undefined;
   private readonly skipUntil = new Map<string, number>();
+  /** Set once the box was found unreachable and rediscovery did not find it: the next attempt may fail over. */
+  private failoverAllowed = false;
 
   constructor(private readonly opts: AgentServiceOptions) {
     this.store = new ServiceStore(opts.home);
@@ -91,16 +92,17 @@ export class AgentService {
     // Pre-flight: a short handshake-only probe. A box that moved (DHCP) often leaves its old
     // address silently dropping packets, where a request would hang until TCP gives up (over a
     // minute); this knows in seconds, and checks the key before anything else is said.
-    const { spkiSha256 } = await probeCertificate(config.box.host, config.box.port, this.opts.probeTimeoutMs ?? 5000);
-    if (!constantTimeEqual(spkiSha256, Buffer.from(config.box.spki_sha256, 'hex'))) {
-      throw new CairnError('CAIRN_PAIR_PIN_MISMATCH', `the box at ${config.box.host}:${config.box.port} presents a different key (sha256:${spkiSha256.toString('hex').slice(0, 32)}…) than the one this agent paired with; nothing was sent`);
-    }
-    const client = AbortableBoxClient.forConfig(config);
+    // The box unreachable and not found again on the LAN: the secondary, if the box named one.
+    const failover = this.failoverAllowed;
+    const target = await connectTarget(home, config, { from: failover ? 'auto' : 'box', probeTimeoutMs: this.opts.probeTimeoutMs ?? 5000, clientClass: AbortableBoxClient });
+    const client = target.client as AbortableBoxClient;
+    if (target.kind === 'secondary') this.log.warn('backup.failover', { source: job.source, secondary: target.name, address: target.address, reason: target.reason });
     const onAbort = (): void => client.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
       if (signal.aborted) client.abort();
-      return await backupFiles(home, client, home.keys(config), { paths: job.paths, source: job.source, threads: this.opts.threads });
+      const r = await backupFiles(home, client, home.keys(config), { paths: job.paths, source: job.source, threads: this.opts.threads, target: target.key });
+      return { ...r, target: target.kind, ...(target.reason ? { target_reason: target.reason } : {}) };
     } finally {
       signal.removeEventListener('abort', onAbort);
       client.close();
@@ -180,6 +182,7 @@ export class AgentService {
     try {
       let state = this.store.state(source);
       let rediscovered = false;
+      let triedSecondary = false;
       for (;;) {
         const started = this.clock.now();
         state = { ...state, last_started: iso(started), running: { pid: process.pid, started: iso(started) }, retry_at: undefined };
@@ -188,17 +191,23 @@ export class AgentService {
         this.log.info('backup.started', { source, paths, attempt: state.attempt + 1 });
         let outcome: Outcome;
         try {
-          const r = await this.runBackup({ source, paths }, signal);
+          let r: BackupResult;
+          try {
+            r = await this.runBackup({ source, paths }, signal);
+          } finally {
+            this.failoverAllowed = false;
+          }
           outcome = r.warnings.length ? 'warnings' : 'ok';
           const finished = this.clock.now();
           state = {
             ...state, running: undefined, last_finished: iso(finished), last_outcome: outcome, last_error: undefined, last_snapshot: r.snapshot, last_ok: iso(finished), attempt: 0, retry_at: undefined,
             last_stats: { files: r.files, bytes_scanned: r.bytes_scanned, bytes_uploaded: r.bytes_uploaded, duration_s: r.duration_s, warnings: r.warnings.length },
+            last_target: r.target ?? 'box',
           };
           this.store.saveState(state);
           for (const w of r.warnings.slice(0, 20)) this.log.warn('backup.warning', { source, path: w.path, message: w.message });
           this.log.info('backup.finished', {
-            source, snapshot: r.snapshot, outcome, files: r.files, bytes_scanned: r.bytes_scanned, bytes_read: r.bytes_read, bytes_uploaded: r.bytes_uploaded, warnings: r.warnings.length, duration_s: r.duration_s,
+            source, snapshot: r.snapshot, outcome, target: r.target ?? 'box', files: r.files, bytes_scanned: r.bytes_scanned, bytes_read: r.bytes_read, bytes_uploaded: r.bytes_uploaded, warnings: r.warnings.length, duration_s: r.duration_s,
             next_run: iso(this.nextRun(entry, state)),
           });
           return outcome;
@@ -221,6 +230,12 @@ export class AgentService {
                 this.log.info('backup.retrying', { source, reason: 'the box answers at a (new) address with its pinned key', address: `${found.host}:${found.port}` });
                 continue;
               }
+            }
+            if (!triedSecondary && !signal.aborted && this.opts.home.load().continuity?.secondary) {
+              triedSecondary = true;
+              this.failoverAllowed = true;
+              this.log.info('backup.retrying', { source, reason: 'the box does not answer: backing up to its secondary' });
+              continue;
             }
             outcome = 'unreachable';
             state.attempt += 1;

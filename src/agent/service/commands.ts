@@ -147,6 +147,8 @@ export interface SourceStatus {
   last_outcome?: string;
   last_error?: { code: string; message: string };
   last_snapshot?: string;
+  /** box, or secondary when the last good backup failed over */
+  last_target?: 'box' | 'secondary';
   last_ok?: string;
   last_stats?: SourceState['last_stats'];
   retry_at?: string;
@@ -155,6 +157,8 @@ export interface SourceStatus {
 
 export interface StatusReport {
   box: { id: string; name: string; address: string } | null;
+  /** the box's secondary, where backups go while the box is down */
+  secondary: { id: string; name: string; address: string } | null;
   agent: { id: string; name: string } | null;
   service: { running: boolean; pid?: number; started?: string };
   sources: SourceStatus[];
@@ -164,9 +168,12 @@ export function statusReport(home: AgentHome): StatusReport {
   const store = new ServiceStore(home);
   let box: StatusReport['box'] = null;
   let agent: StatusReport['agent'] = null;
+  let secondary: StatusReport['secondary'] = null;
   try {
     const c = home.load();
     box = { id: c.box.id, name: c.box.name, address: `${c.box.host}:${c.box.port}` };
+    const sec = c.continuity?.secondary;
+    if (sec) secondary = { id: sec.box, name: sec.name, address: `${sec.host}:${sec.port}` };
     agent = { id: c.agent.id, name: c.agent.name };
   } catch (err) {
     if (!CairnError.is(err, 'CAIRN_AGENT_NOT_PAIRED')) throw err;
@@ -180,11 +187,11 @@ export function statusReport(home: AgentHome): StatusReport {
     return {
       source: e.source, paths: e.paths, schedule: describeSpec(e.spec), running: alive,
       last_started: st.last_started, last_finished: st.last_finished, last_outcome: outcome, last_error: st.last_error,
-      last_snapshot: st.last_snapshot, last_ok: st.last_ok, last_stats: st.last_stats, retry_at: st.retry_at,
+      last_snapshot: st.last_snapshot, last_target: st.last_target, last_ok: st.last_ok, last_stats: st.last_stats, retry_at: st.retry_at,
       next_run: new Date(nextRunOf(e, st)).toISOString(),
     };
   });
-  return { box, agent, service: running ? { running, pid: info!.pid, started: info!.started } : { running: false }, sources };
+  return { box, secondary, agent, service: running ? { running, pid: info!.pid, started: info!.started } : { running: false }, sources };
 }
 
 export async function cmdStatus(args: string[]): Promise<void> {
@@ -193,6 +200,7 @@ export async function cmdStatus(args: string[]): Promise<void> {
   out(!!values.json, r, () => {
     const lines: string[] = [];
     lines.push(r.box ? `box "${r.box.name}" (${r.box.id}) at ${r.box.address}; this PC is agent ${r.agent!.name} (${r.agent!.id})` : 'not paired with a box (cairn pair --token TOKEN)');
+    lines.push(r.secondary ? `secondary "${r.secondary.name}" (${r.secondary.id}) at ${r.secondary.address}: backups go there while the box is down` : 'no secondary known: when the box is down, backups wait for it');
     lines.push(r.service.running ? `agent service: running (pid ${r.service.pid}, since ${r.service.started})` : 'agent service: not running (start it with `cairn agent run` or `systemctl start cairn-agent`)');
     lines.push('');
     lines.push(table(
@@ -200,7 +208,7 @@ export async function cmdStatus(args: string[]): Promise<void> {
         s.source,
         s.schedule,
         s.running ? `running since ${s.last_started}` : (s.last_started ?? 'never'),
-        s.running ? '-' : (s.last_outcome ?? '-') + (s.last_error && s.last_outcome !== 'ok' ? ` (${s.last_error.code})` : ''),
+        s.running ? '-' : (s.last_outcome ?? '-') + (s.last_error && s.last_outcome !== 'ok' ? ` (${s.last_error.code})` : '') + (s.last_target === 'secondary' && (s.last_outcome === 'ok' || s.last_outcome === 'warnings') ? ' on the SECONDARY (box down)' : ''),
         s.running ? '-' : s.next_run,
       ]),
       ['SOURCE', 'SCHEDULE', 'LAST RUN', 'OUTCOME', 'NEXT RUN'],

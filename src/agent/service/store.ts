@@ -38,6 +38,8 @@ export interface SourceState {
   last_outcome?: Outcome;
   last_error?: { code: string; message: string };
   last_snapshot?: string;
+  /** where the last good backup went: the box, or its secondary while the box was down */
+  last_target?: 'box' | 'secondary';
   last_ok?: string;
   last_stats?: { files: number; bytes_scanned: number; bytes_uploaded: number; duration_s: number; warnings: number };
   /** start of the first attempt of the current run (retries keep it) */

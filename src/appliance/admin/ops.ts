@@ -6,6 +6,7 @@ import { DEFAULT_PORT } from '../../core/api';
 import { jobOps } from './job-ops';
 import { hostOpsForBox } from '../host-ops';
 import { consoleOps } from './console-ops';
+import { secondaryOps, secondaryStatus } from './secondary-ops';
 
 /**
  * Admin operations: what the console and the `cairnd` admin commands can do. They run inside
@@ -84,6 +85,7 @@ export const adminOps: Record<string, AdminOp> = {
       chunks: chunks.count,
       stored_bytes: chunks.bytes,
       hardware: await box.hardwareStatus(),
+      replication: secondaryStatus(box),
     };
   },
 };
@@ -91,7 +93,7 @@ export const adminOps: Record<string, AdminOp> = {
 // The console's operations: host ops (also answered in setup mode) and the dashboard's.
 Object.assign(adminOps, hostOpsForBox(), consoleOps);
 
-Object.assign(adminOps, jobOps);
+Object.assign(adminOps, jobOps, secondaryOps);
 
 export async function runAdminOp(box: Box, op: string, args: AdminArgs): Promise<unknown> {
   const fn = Object.prototype.hasOwnProperty.call(adminOps, op) ? adminOps[op] : undefined;

@@ -13,6 +13,12 @@ import { isChunkIdHex } from '../../core/chunk-id';
 import { AgentRow } from '../store/catalog';
 import { MAX_CHUNK_BLOB } from '../../core/chunk-codec';
 import { storeError } from '../store/durable';
+import { parseJson, readBody, sendBinary, sendJson } from './http-util';
+import type { StoreSpace } from '../store/space';
+import type { PeerSpace } from '../secondary/peer-spaces';
+import { NAMESPACE_HEADER } from '../../core/peer-api';
+import { peerRoutes } from './peer-routes';
+import { continuityInfo } from '../secondary/link';
 
 /**
  * The HTTPS API for agents. TLS 1.3 only, HTTP/1.1 keep-alive (measured faster than HTTP/2
@@ -30,72 +36,22 @@ export interface ApiServerOptions {
   now?: () => number;
 }
 
-type Handler = (req: http.IncomingMessage, res: http.ServerResponse, m: RegExpExecArray, agent: AgentRow | undefined) => Promise<void>;
+/** What a request acts on: the agent (when authenticated) and the chunk namespace. */
+export interface RequestContext {
+  agent: AgentRow | undefined;
+  space: StoreSpace;
+  /** set on a secondary for box-to-box calls: the primary that made them */
+  peer: PeerSpace | undefined;
+}
 
-interface Route {
+export type Handler = (req: http.IncomingMessage, res: http.ServerResponse, m: RegExpExecArray, ctx: RequestContext) => Promise<void>;
+
+export interface Route {
   method: string;
   pattern: RegExp;
-  auth: boolean;
+  /** agent: an agent credential (in the namespace the request names on a secondary); peer: a primary's credential on its secondary */
+  auth: 'none' | 'agent' | 'peer';
   handler: Handler;
-}
-
-function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const declared = req.headers['content-length'];
-    if (declared !== undefined && Number(declared) > limit) {
-      reject(new CairnError('CAIRN_API_BODY_TOO_LARGE', `request body of ${declared} bytes exceeds the ${limit}-byte limit`));
-      return;
-    }
-    const parts: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    req.on('data', (d: Buffer) => {
-      if (done) return;
-      size += d.length;
-      if (size > limit) {
-        done = true;
-        reject(new CairnError('CAIRN_API_BODY_TOO_LARGE', `request body exceeds the ${limit}-byte limit`));
-        return;
-      }
-      parts.push(d);
-    });
-    req.on('end', () => {
-      if (done) return;
-      done = true;
-      resolve(parts.length === 1 ? parts[0] : Buffer.concat(parts, size));
-    });
-    req.on('aborted', () => {
-      if (!done) {
-        done = true;
-        reject(new CairnError('CAIRN_API_BAD_REQUEST', 'request body was cut short'));
-      }
-    });
-    req.on('error', (err) => {
-      if (!done) {
-        done = true;
-        reject(new CairnError('CAIRN_API_BAD_REQUEST', `request body could not be read: ${errorMessage(err)}`));
-      }
-    });
-  });
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const data = Buffer.from(JSON.stringify(body));
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length });
-  res.end(data);
-}
-
-function sendBinary(res: http.ServerResponse, data: Buffer): void {
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length });
-  res.end(data);
-}
-
-function parseJson<T>(body: Buffer): T {
-  try {
-    return JSON.parse(body.toString('utf8')) as T;
-  } catch {
-    throw new CairnError('CAIRN_API_BAD_REQUEST', 'request body is not valid JSON');
-  }
 }
 
 export class ApiServer {
@@ -122,14 +78,16 @@ export class ApiServer {
     this.server.requestTimeout = 10 * 60_000;
     this.server.on('tlsClientError', (err) => opts.log.debug('tls.client_error', { err: errorMessage(err) }));
     this.routes = [
-      { method: 'GET', pattern: /^\/v1\/info$/, auth: false, handler: (_q, r) => this.info(r) },
-      { method: 'POST', pattern: /^\/v1\/pair$/, auth: false, handler: (q, r) => this.pair(q, r) },
-      { method: 'POST', pattern: /^\/v1\/chunks\/missing$/, auth: true, handler: (q, r, _m, a) => this.missing(q, r, a) },
-      { method: 'POST', pattern: /^\/v1\/chunks$/, auth: true, handler: (q, r, _m, a) => this.upload(q, r, a) },
-      { method: 'POST', pattern: /^\/v1\/snapshots$/, auth: true, handler: (q, r, _m, a) => this.commit(q, r, a!) },
-      { method: 'GET', pattern: /^\/v1\/snapshots$/, auth: true, handler: (q, r, _m, a) => this.listSnapshots(q, r, a!) },
-      { method: 'GET', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})$/, auth: true, handler: (_q, r, m, a) => this.getSnapshot(r, m[1], a!) },
-      { method: 'GET', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})\/chunks\/([^/]+)$/, auth: true, handler: (_q, r, m, a) => this.getChunk(r, m[1], m[2], a!) },
+      { method: 'GET', pattern: /^\/v1\/info$/, auth: 'none', handler: (_q, r) => this.info(r) },
+      { method: 'POST', pattern: /^\/v1\/pair$/, auth: 'none', handler: (q, r) => this.pair(q, r) },
+      { method: 'GET', pattern: /^\/v1\/continuity$/, auth: 'agent', handler: (_q, r) => this.continuity(r) },
+      { method: 'POST', pattern: /^\/v1\/chunks\/missing$/, auth: 'agent', handler: (q, r, _m, c) => this.missing(q, r, c) },
+      { method: 'POST', pattern: /^\/v1\/chunks$/, auth: 'agent', handler: (q, r, _m, c) => this.upload(q, r, c) },
+      { method: 'POST', pattern: /^\/v1\/snapshots$/, auth: 'agent', handler: (q, r, _m, c) => this.commit(q, r, c) },
+      { method: 'GET', pattern: /^\/v1\/snapshots$/, auth: 'agent', handler: (q, r, _m, c) => this.listSnapshots(q, r, c) },
+      { method: 'GET', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})$/, auth: 'agent', handler: (_q, r, m, c) => this.getSnapshot(r, m[1], c) },
+      { method: 'GET', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})\/chunks\/([^/]+)$/, auth: 'agent', handler: (_q, r, m, c) => this.getChunk(r, m[1], m[2], c) },
+      ...peerRoutes(box, opts.log, this.now),
     ];
   }
 
@@ -166,15 +124,22 @@ export class ApiServer {
       const method = req.method ?? 'GET';
       if ((method === 'DELETE' || method === 'PUT' || method === 'PATCH') && path.startsWith('/v1/')) {
         // No endpoint deletes or replaces anything for an agent; say so plainly (after auth, so it is no oracle).
-        agent = this.authenticate(req, true);
+        agent = this.authenticate(req, this.agentSpace(req));
         throw new CairnError('CAIRN_API_APPEND_ONLY', 'agents can only add backups; deleting or overwriting is done by the box itself');
       }
       const candidates = this.routes.filter((r) => r.pattern.test(path));
       if (candidates.length === 0) throw new CairnError('CAIRN_API_NOT_FOUND', `no such API endpoint ${path.slice(0, 100)}`);
       const route = candidates.find((r) => r.method === method);
       if (!route) throw new CairnError('CAIRN_API_METHOD', `${method} is not allowed on ${path.slice(0, 100)}`);
-      if (route.auth) agent = this.authenticate(req, true);
-      await route.handler(req, res, route.pattern.exec(path)!, agent);
+      const ctx: RequestContext = { agent: undefined, space: this.opts.box, peer: undefined };
+      if (route.auth === 'agent') {
+        ctx.space = this.agentSpace(req);
+        agent = ctx.agent = this.authenticate(req, ctx.space);
+      } else if (route.auth === 'peer') {
+        ctx.peer = this.authenticatePeer(req);
+        ctx.space = ctx.peer;
+      }
+      await route.handler(req, res, route.pattern.exec(path)!, ctx);
       this.opts.log.debug('api.request', { method, path, status: res.statusCode, agent: agent?.id, ms: this.now() - started });
     } catch (err) {
       this.fail(req, res, err, agent);
@@ -200,17 +165,44 @@ export class ApiServer {
     if (!req.complete) req.resume();
   }
 
-  private authenticate(req: http.IncomingMessage, required: boolean): AgentRow | undefined {
+  private bearer(req: http.IncomingMessage, who: string): string {
     const h = req.headers.authorization;
-    if (!h) {
-      if (required) throw new CairnError('CAIRN_AUTH_REQUIRED', 'this endpoint needs an agent credential (Authorization: Bearer …)');
-      return undefined;
-    }
+    if (!h) throw new CairnError('CAIRN_AUTH_REQUIRED', `this endpoint needs ${who} credential (Authorization: Bearer …)`);
     const m = /^Bearer ([A-Za-z0-9._-]{1,200})$/.exec(h);
     if (!m) throw new CairnError('CAIRN_AUTH_INVALID', 'malformed Authorization header; expected "Bearer <credential>"');
-    const agent = this.opts.box.catalog.authenticate(m[1]);
-    this.opts.box.catalog.touchAgent(agent.id, this.now());
+    return m[1];
+  }
+
+  private authenticate(req: http.IncomingMessage, space: StoreSpace): AgentRow {
+    const agent = space.catalog.authenticate(this.bearer(req, 'an agent'));
+    space.catalog.touchAgent(agent.id, this.now());
     return agent;
+  }
+
+  private authenticatePeer(req: http.IncomingMessage): PeerSpace {
+    const box = this.opts.box;
+    if (box.identity.role !== 'secondary') throw new CairnError('CAIRN_ROLE_MISMATCH', 'this box is a primary; box-to-box calls go to a secondary');
+    const peer = box.catalog.authenticatePeer(this.bearer(req, "a primary box's"));
+    return box.peers.get(peer.id);
+  }
+
+  /**
+   * The namespace an agent request acts on: a primary's own store; on a secondary, the
+   * namespace of the primary named in x-cairn-box (continuity backups and restores).
+   */
+  private agentSpace(req: http.IncomingMessage): StoreSpace {
+    const box = this.opts.box;
+    if (box.identity.role !== 'secondary') return box;
+    const ns = req.headers[NAMESPACE_HEADER];
+    if (typeof ns !== 'string' || !/^[0-9a-f]{16}$/.test(ns)) {
+      throw new CairnError('CAIRN_ROLE_MISMATCH', `this box is a secondary: agents reach it only for their primary (header ${NAMESPACE_HEADER}: <primary box id>)`);
+    }
+    try {
+      return box.peers.get(ns);
+    } catch {
+      // Same answer as a wrong credential: namespaces are not an oracle.
+      throw new CairnError('CAIRN_AUTH_INVALID', 'agent credential not accepted; pair this agent again');
+    }
   }
 
   private async info(res: http.ServerResponse): Promise<void> {
@@ -224,6 +216,9 @@ export class ApiServer {
     this.pairFailures = this.pairFailures.filter((t) => now - t < PAIR_FAILURE_WINDOW_MS);
     if (this.pairFailures.length >= PAIR_FAILURE_LIMIT) {
       throw new CairnError('CAIRN_PAIR_RATE_LIMITED', 'too many failed pairing attempts; wait ten minutes and try again');
+    }
+    if (this.opts.box.identity.role === 'secondary') {
+      throw new CairnError('CAIRN_ROLE_MISMATCH', 'this box is a secondary: pair agents with their primary box (it provisions them here); link a primary with `cairnd secondary add`');
     }
     const body = parseJson<Partial<PairRequest>>(await readBody(req, 8 * 1024));
     const str = (v: unknown, max: number): string | undefined => (typeof v === 'string' && v.length > 0 && v.length <= max ? v : undefined);
@@ -247,14 +242,20 @@ export class ApiServer {
       box: id.boxId,
       box_name: id.name,
       keys: dataKeysToJson(this.opts.box.keys),
+      continuity: continuityInfo(this.opts.box),
     };
+    this.opts.box.replicator?.kick('agent paired');
     sendJson(res, 200, out);
   }
 
-  private async missing(req: http.IncomingMessage, res: http.ServerResponse, agent?: AgentRow): Promise<void> {
+  private async continuity(res: http.ServerResponse): Promise<void> {
+    sendJson(res, 200, continuityInfo(this.opts.box));
+  }
+
+  private async missing(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext): Promise<void> {
     const ids = decodeIdList(await readBody(req, MAX_MISSING_QUERY * 32), MAX_MISSING_QUERY);
-    if (agent) this.opts.box.store.touchSession(agent.id, this.now());
-    sendBinary(res, Buffer.concat(this.opts.box.store.missing(ids)));
+    if (ctx.agent) ctx.space.store.touchSession(ctx.agent.id, this.now());
+    sendBinary(res, Buffer.concat(ctx.space.store.missing(ids)));
   }
 
   /** Backup traffic from an agent counts as a running job for the LEDs until it has been quiet for 30 s. */
@@ -273,58 +274,64 @@ export class ApiServer {
     this.activity.set(id, timer);
   }
 
-  private async upload(req: http.IncomingMessage, res: http.ServerResponse, agent?: AgentRow): Promise<void> {
+  private async upload(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext): Promise<void> {
+    const agent = ctx.agent;
     this.backupActivity(agent);
-    if (agent) this.opts.box.store.touchSession(agent.id, this.now());
+    if (agent) ctx.space.store.touchSession(agent.id, this.now());
     const body = await readBody(req, MAX_UPLOAD_BATCH_BYTES + MAX_CHUNK_BLOB + 1024);
     const items = decodeUploadBatch(body);
-    const r = await this.opts.box.store.putBatch(items);
+    const r = await ctx.space.store.putBatch(items);
     sendJson(res, 200, r);
   }
 
-  private async commit(req: http.IncomingMessage, res: http.ServerResponse, agent: AgentRow): Promise<void> {
+  private async commit(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext): Promise<void> {
+    const agent = ctx.agent!;
     const { commit, refs } = decodeCommit(await readBody(req, MAX_COMMIT_BYTES));
     const started = this.now();
+    const catalog = ctx.space.catalog;
     let info;
     try {
-      info = await this.opts.box.store.commitSnapshot({ agentId: agent.id, source: commit.source, host: commit.host, manifest: commit.manifest, refs: sortUniqueIds(refs), stats: commit.stats });
+      info = await ctx.space.store.commitSnapshot({ agentId: agent.id, source: commit.source, host: commit.host, manifest: commit.manifest, refs: sortUniqueIds(refs), stats: commit.stats });
     } catch (err) {
       try {
-        this.opts.box.catalog.recordJob('backup', started, 'failed', { agent: agent.id, source: commit.source }, errorMessage(err));
+        catalog.recordJob('backup', started, 'failed', { agent: agent.id, source: commit.source }, errorMessage(err));
       } catch {
         /* the failure itself is what matters (e.g. a full disk) */
       }
       throw err;
     }
-    this.opts.box.store.endSession(agent.id);
-    this.opts.box.catalog.recordJob('backup', started - commit.stats.duration_s * 1000, 'ok', { agent: agent.id, source: commit.source, snapshot: info.id, ...commit.stats });
-    this.opts.log.info('snapshot.committed', { snapshot: info.id, agent: agent.id, source: info.source, chunks: info.chunks, bytes_new: info.stats.bytes_new });
+    ctx.space.store.endSession(agent.id);
+    catalog.recordJob('backup', started - commit.stats.duration_s * 1000, 'ok', { agent: agent.id, source: commit.source, snapshot: info.id, ...commit.stats });
+    const continuity = ctx.space !== this.opts.box;
+    this.opts.log.info(continuity ? 'snapshot.committed_for_primary' : 'snapshot.committed', { snapshot: info.id, agent: agent.id, source: info.source, chunks: info.chunks, bytes_new: info.stats.bytes_new, ...(continuity ? { primary: (ctx.space as PeerSpace).primaryId } : {}) });
+    if (!continuity) this.opts.box.replicator?.kick('snapshot committed');
     sendJson(res, 201, info);
   }
 
-  private async listSnapshots(req: http.IncomingMessage, res: http.ServerResponse, agent: AgentRow): Promise<void> {
+  private async listSnapshots(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext): Promise<void> {
     const source = new URL(req.url ?? '/', 'https://box').searchParams.get('source') ?? undefined;
-    sendJson(res, 200, this.opts.box.catalog.listSnapshots({ agentId: agent.id, source }));
+    sendJson(res, 200, ctx.space.catalog.listSnapshots({ agentId: ctx.agent!.id, source }));
   }
 
-  private ownSnapshot(id: string, agent: AgentRow) {
-    const s = this.opts.box.catalog.getSnapshot(id);
+  private ownSnapshot(id: string, ctx: RequestContext) {
+    const agent = ctx.agent!;
+    const s = ctx.space.catalog.getSnapshot(id);
     // Another agent's snapshot is reported as absent, not forbidden: ids are not an oracle.
     if (!s || s.agent !== agent.id) throw new CairnError('CAIRN_SNAPSHOT_NOT_FOUND', `snapshot ${id} not found`);
     return s;
   }
 
-  private async getSnapshot(res: http.ServerResponse, id: string, agent: AgentRow): Promise<void> {
-    sendJson(res, 200, this.ownSnapshot(id, agent));
+  private async getSnapshot(res: http.ServerResponse, id: string, ctx: RequestContext): Promise<void> {
+    sendJson(res, 200, this.ownSnapshot(id, ctx));
   }
 
-  private async getChunk(res: http.ServerResponse, snapId: string, chunkHex: string, agent: AgentRow): Promise<void> {
-    this.ownSnapshot(snapId, agent);
+  private async getChunk(res: http.ServerResponse, snapId: string, chunkHex: string, ctx: RequestContext): Promise<void> {
+    this.ownSnapshot(snapId, ctx);
     if (!isChunkIdHex(chunkHex)) throw new CairnError('CAIRN_CHUNK_ID_INVALID', 'chunk id must be 64 lowercase hex characters');
     const id = Buffer.from(chunkHex, 'hex');
-    if (!(await this.opts.box.store.snapshotReferences(snapId, id))) {
+    if (!(await ctx.space.store.snapshotReferences(snapId, id))) {
       throw new CairnError('CAIRN_CHUNK_MISSING', `snapshot ${snapId} does not reference chunk ${chunkHex.slice(0, 16)}…`);
     }
-    sendBinary(res, await this.opts.box.store.getBlob(id));
+    sendBinary(res, await ctx.space.store.getBlob(id));
   }
 }

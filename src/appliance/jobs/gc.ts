@@ -3,7 +3,7 @@ import path from 'node:path';
 import { CairnError, errorMessage } from '../../core/errors';
 import { Logger } from '../../core/log';
 import { CHUNK_ID_BYTES } from '../../core/chunk-id';
-import { Box } from '../box';
+import type { StoreSpace } from '../store/space';
 import { mergeRefs, sortedContains } from '../store/refs';
 import { IdCollector } from '../../core/id-collector';
 
@@ -49,7 +49,7 @@ export interface GcReport {
 export const DEFAULT_GC_GRACE_MS = 6 * 3600 * 1000;
 const BATCH = 512;
 
-export async function runGc(box: Box, opts: GcOptions = {}): Promise<GcReport> {
+export async function runGc(box: StoreSpace, opts: GcOptions = {}): Promise<GcReport> {
   const now = opts.now ?? Date.now;
   const started = now();
   const session = box.store.oldestOpenSession(started);

@@ -25,10 +25,14 @@ export function applyRetention(store: ChunkStore, catalog: Catalog, sourceId: nu
   if (ids.length <= src.keep) return undefined;
   const started = Date.now();
   const drop = ids.slice(0, ids.length - src.keep);
+  // With a secondary linked, each drop leaves a tombstone in the same transaction: replication
+  // then drops the snapshot there too, and flow-back never brings it back.
+  const mirrored = catalog.getSetting('secondary_linked') === '1';
   for (let i = 0; i < drop.length; i++) {
     const mergedInto = ids[i + 1];
     catalog.db.transaction(() => {
       catalog.deleteSnapshotRow(drop[i]);
+      if (mirrored) catalog.addTombstone(drop[i]);
       catalog.event('retention.synthesis', { source: src.name, agent: src.agent_id, dropped: drop[i], merged_into: mergedInto, keep: src.keep });
     })();
     store.forgetRefs(drop[i]);

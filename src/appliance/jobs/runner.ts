@@ -1,6 +1,7 @@
 import { Logger } from '../../core/log';
 import { CairnError, errorMessage } from '../../core/errors';
 import { Box } from '../box';
+import type { StoreSpace } from '../store/space';
 import { Mutex } from '../store/mutex';
 import { DEFAULT_GC_GRACE_MS, GcReport, runGc } from './gc';
 import { runVerify, VerifyReport } from './verify';
@@ -41,15 +42,38 @@ export class JobRunner {
     return this.running;
   }
 
+  /** The namespaces jobs cover: the box's own store, or on a secondary each primary's. */
+  private spaces(): StoreSpace[] {
+    return this.box.identity.role === 'secondary' ? this.box.peers.all() : [this.box];
+  }
+
+  /** On a secondary, one run per namespace, summed, and recorded once in the box's own catalog (the schedule reads it). */
+  private async overSpaces<R extends object>(kind: 'gc' | 'verify', fn: (s: StoreSpace) => Promise<R>): Promise<R> {
+    if (this.box.identity.role !== 'secondary') return fn(this.box);
+    const started = Date.now();
+    const out: Record<string, unknown> = { namespaces: 0 };
+    for (const s of this.spaces()) {
+      const r = (await fn(s)) as Record<string, unknown>;
+      out.namespaces = (out.namespaces as number) + 1;
+      for (const [k, v] of Object.entries(r)) {
+        if (typeof v === 'number') out[k] = ((out[k] as number | undefined) ?? 0) + v;
+        else if (Array.isArray(v)) out[k] = [...((out[k] as unknown[] | undefined) ?? []), ...v];
+        else out[k] = v;
+      }
+    }
+    this.box.catalog.recordJob(kind, started, 'ok', Object.fromEntries(Object.entries(out).filter(([, v]) => typeof v === 'number')));
+    return out as R;
+  }
+
   gc(graceMs?: number): Promise<GcReport> {
-    return this.exclusive('gc', () => runGc(this.box, { graceMs, log: this.log }));
+    return this.exclusive('gc', () => this.overSpaces('gc', (s) => runGc(s, { graceMs, log: this.log })));
   }
 
   verify(subsetPercent?: number): Promise<VerifyReport> {
     if (subsetPercent !== undefined && !(subsetPercent > 0 && subsetPercent <= 100)) {
       throw new CairnError('CAIRN_USAGE', '--subset is a percentage between 0 (exclusive) and 100');
     }
-    return this.exclusive('verify', () => runVerify(this.box, { subsetPercent, log: this.log }));
+    return this.exclusive('verify', () => this.overSpaces('verify', (s) => runVerify(s, { subsetPercent, log: this.log })));
   }
 
   /** Starts a job in the background; failures are logged and recorded in the jobs table. */

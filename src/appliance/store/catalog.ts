@@ -13,10 +13,10 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
  * Invariant: a chunk row exists only after its blob is durable; a snapshot row exists only
  * after its refs file is durable and every id in it has a chunk row.
  */
-export const CATALOG_SCHEMA_VERSION = 2;
+export const CATALOG_SCHEMA_VERSION = 3;
 export const DEFAULT_KEEP = 30;
 
-export type JobKind = 'backup' | 'gc' | 'verify' | 'retention';
+export type JobKind = 'backup' | 'gc' | 'verify' | 'retention' | 'replication' | 'flowback';
 
 export interface JobRow {
   id: number;
@@ -38,6 +38,25 @@ export interface SourceRow {
   last_snapshot: number | null;
 }
 export const MAX_FAILED_TOKEN_ATTEMPTS = 5;
+
+export interface AgentRegistryRow {
+  id: string;
+  name: string;
+  host: string;
+  /** hex SHA-256 of the agent's credential secret: enough to check it, useless to present it */
+  cred_hash: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export interface PeerRow {
+  id: string;
+  name: string;
+  cred_hash: Buffer;
+  created_at: number;
+  escrow_access_hash: Buffer | null;
+  escrow_sealed_at: string | null;
+}
 
 export interface AgentRow {
   id: string;
@@ -75,7 +94,7 @@ export function hashSecret(secret: Buffer | string): Buffer {
 export class Catalog {
   readonly db: Database.Database;
   private readonly hasChunkStmt: Database.Statement<[Buffer], { x: number }>;
-  private readonly insertChunk: Database.Statement<[Buffer, number, number, number]>;
+  private readonly insertChunk: Database.Statement<[Buffer, number, number, number, Buffer | null]>;
   private readonly seeChunk: Database.Statement<[number, Buffer]>;
 
   constructor(file: string, opts: { readonly?: boolean } = {}) {
@@ -88,7 +107,7 @@ export class Catalog {
       this.migrate();
     }
     this.hasChunkStmt = this.db.prepare('SELECT 1 AS x FROM chunks WHERE id = ?');
-    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at) VALUES (?, ?, ?, ?)');
+    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at, sha256) VALUES (?, ?, ?, ?, ?)');
     this.seeChunk = this.db.prepare('UPDATE chunks SET seen_at = ? WHERE id = ?');
   }
 
@@ -128,6 +147,18 @@ export class Catalog {
         CREATE INDEX jobs_by_kind ON jobs (kind, started_at);
         CREATE TABLE quarantine (id BLOB NOT NULL, found_at INTEGER NOT NULL, reason TEXT NOT NULL, file TEXT NOT NULL);
         UPDATE meta SET value = '2' WHERE key = 'schema';
+        COMMIT;`);
+    }
+    if (version < 3) {
+      // v3 (secondary): checksum of each stored blob (a secondary verifies without keys), the
+      // primaries a secondary serves, and snapshots a primary dropped that its secondary must drop too.
+      this.db.exec(`
+        BEGIN;
+        ALTER TABLE chunks ADD COLUMN sha256 BLOB;
+        CREATE TABLE peers (id TEXT PRIMARY KEY, name TEXT NOT NULL, cred_hash BLOB NOT NULL, created_at INTEGER NOT NULL,
+          escrow_access_hash BLOB, escrow_sealed_at TEXT);
+        CREATE TABLE tombstones (id TEXT PRIMARY KEY, dropped_at INTEGER NOT NULL);
+        UPDATE meta SET value = '3' WHERE key = 'schema';
         COMMIT;`);
     }
   }
@@ -224,25 +255,46 @@ export class Catalog {
    */
   redeemToken(tokenId: string, secret: Buffer, agent: { name: string; host: string }, now = Date.now()): { agent: AgentRow; credential: string } {
     const tx = this.db.transaction((): { agent: AgentRow; credential: string } | CairnError => {
-      const row = this.stmt('SELECT * FROM tokens WHERE id = ?').get(tokenId) as (TokenRow & { secret_hash: Buffer }) | undefined;
-      if (!row) return new CairnError('CAIRN_TOKEN_INVALID', 'this pairing token is not known to the box; create a new one on the box');
-      if (row.used_at !== null) return new CairnError('CAIRN_TOKEN_USED', 'this pairing token was already used; tokens are single-use, create a new one on the box');
-      if (row.failed >= MAX_FAILED_TOKEN_ATTEMPTS) return new CairnError('CAIRN_TOKEN_LOCKED', 'this pairing token is locked after too many wrong attempts; create a new one on the box');
-      if (now > row.expires_at) return new CairnError('CAIRN_TOKEN_EXPIRED', 'this pairing token has expired; create a new one on the box');
-      if (!constantTimeEqual(hashSecret(secret), row.secret_hash)) {
-        this.stmt('UPDATE tokens SET failed = failed + 1 WHERE id = ?').run(tokenId);
-        return new CairnError('CAIRN_TOKEN_INVALID', 'the pairing token secret is wrong; check the token and try again');
-      }
       const id = randomBytes(8).toString('hex');
+      const refused = this.burnToken(tokenId, secret, id, now);
+      if (refused) return refused;
       const credSecret = randomBytes(32).toString('base64url');
       this.stmt('INSERT INTO agents (id, name, host, cred_hash, created_at) VALUES (?, ?, ?, ?, ?)').run(id, agent.name, agent.host, hashSecret(credSecret), now);
-      this.stmt('UPDATE tokens SET used_at = ?, used_by = ? WHERE id = ?').run(now, id, tokenId);
       this.event('agent.paired', { agent: id, name: agent.name, host: agent.host, token_id: tokenId });
       return { agent: { id, name: agent.name, host: agent.host, created_at: now, revoked_at: null, last_seen: null }, credential: `${id}.${credSecret}` };
     });
     const r = tx.immediate();
     if (r instanceof CairnError) throw r;
     return r;
+  }
+
+  /** A secondary takes a primary with the same single-use tokens agents pair with. Relinking replaces the credential. */
+  redeemPeerToken(tokenId: string, secret: Buffer, primary: { id: string; name: string }, now = Date.now()): string {
+    const tx = this.db.transaction((): string | CairnError => {
+      const refused = this.burnToken(tokenId, secret, `primary:${primary.id}`, now);
+      if (refused) return refused;
+      const credSecret = randomBytes(32).toString('base64url');
+      this.addPeer({ id: primary.id, name: primary.name, credHash: hashSecret(credSecret) }, now);
+      return `${primary.id}.${credSecret}`;
+    });
+    const r = tx.immediate();
+    if (r instanceof CairnError) throw r;
+    return r;
+  }
+
+  /** Inside a transaction: checks a token and marks it used, or returns why not (wrong secrets count). */
+  private burnToken(tokenId: string, secret: Buffer, usedBy: string, now: number): CairnError | undefined {
+    const row = this.stmt('SELECT * FROM tokens WHERE id = ?').get(tokenId) as (TokenRow & { secret_hash: Buffer }) | undefined;
+    if (!row) return new CairnError('CAIRN_TOKEN_INVALID', 'this pairing token is not known to the box; create a new one on the box');
+    if (row.used_at !== null) return new CairnError('CAIRN_TOKEN_USED', 'this pairing token was already used; tokens are single-use, create a new one on the box');
+    if (row.failed >= MAX_FAILED_TOKEN_ATTEMPTS) return new CairnError('CAIRN_TOKEN_LOCKED', 'this pairing token is locked after too many wrong attempts; create a new one on the box');
+    if (now > row.expires_at) return new CairnError('CAIRN_TOKEN_EXPIRED', 'this pairing token has expired; create a new one on the box');
+    if (!constantTimeEqual(hashSecret(secret), row.secret_hash)) {
+      this.stmt('UPDATE tokens SET failed = failed + 1 WHERE id = ?').run(tokenId);
+      return new CairnError('CAIRN_TOKEN_INVALID', 'the pairing token secret is wrong; check the token and try again');
+    }
+    this.stmt('UPDATE tokens SET used_at = ?, used_by = ? WHERE id = ?').run(now, usedBy, tokenId);
+    return undefined;
   }
 
   // ---- agents ----
@@ -288,6 +340,17 @@ export class Catalog {
     return { id: row.id, name: row.name, host: row.host, created_at: row.created_at, revoked_at: row.revoked_at, last_seen: row.last_seen };
   }
 
+  /** Checks a primary's credential "<primary box id>.<secret>" on a secondary. */
+  authenticatePeer(credential: string): PeerRow {
+    const dot = credential.indexOf('.');
+    const id = dot > 0 ? credential.slice(0, dot) : '';
+    const row = /^[0-9a-f]{16}$/.test(id) ? this.getPeer(id) : undefined;
+    if (!row || !constantTimeEqual(hashSecret(credential.slice(dot + 1)), row.cred_hash)) {
+      throw new CairnError('CAIRN_AUTH_INVALID', 'primary box credential not accepted; link the primary again with `cairnd secondary add`');
+    }
+    return row;
+  }
+
   private readonly lastTouched = new Map<string, number>();
 
   /** Records when an agent was last heard from, at most once a minute (each write is a durable commit). */
@@ -295,6 +358,60 @@ export class Catalog {
     if (now - (this.lastTouched.get(id) ?? 0) < 60_000) return;
     this.lastTouched.set(id, now);
     this.stmt('UPDATE agents SET last_seen = ? WHERE id = ?').run(now, id);
+  }
+
+  /** Agents with their credential hashes: what a primary mirrors to its secondary and escrows. */
+  agentRegistry(): AgentRegistryRow[] {
+    return (this.stmt('SELECT id, name, host, cred_hash, created_at, revoked_at FROM agents ORDER BY created_at').all() as (Omit<AgentRegistryRow, 'cred_hash'> & { cred_hash: Buffer })[])
+      .map((r) => ({ ...r, cred_hash: r.cred_hash.toString('hex') }));
+  }
+
+  /** Inserts or updates agents from a primary's registry (secondary side, and recovery). */
+  upsertAgents(rows: AgentRegistryRow[]): number {
+    const st = this.stmt(`INSERT INTO agents (id, name, host, cred_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)
+      ON CONFLICT (id) DO UPDATE SET name = excluded.name, host = excluded.host, cred_hash = excluded.cred_hash, revoked_at = excluded.revoked_at`);
+    let n = 0;
+    this.db.transaction(() => {
+      for (const r of rows) n += st.run(r.id, r.name, r.host, Buffer.from(r.cred_hash, 'hex'), r.created_at, r.revoked_at).changes;
+    })();
+    return n;
+  }
+
+  // ---- tombstones (primary: snapshots dropped here that the secondary still has to drop) ----
+
+  addTombstone(id: string, now = Date.now()): void {
+    this.stmt('INSERT OR IGNORE INTO tombstones (id, dropped_at) VALUES (?, ?)').run(id, now);
+  }
+
+  tombstones(): Set<string> {
+    return new Set((this.stmt('SELECT id FROM tombstones').raw().all() as [string][]).map((r) => r[0]));
+  }
+
+  clearTombstones(ids: string[]): void {
+    const st = this.stmt('DELETE FROM tombstones WHERE id = ?');
+    this.db.transaction(() => {
+      for (const id of ids) st.run(id);
+    })();
+  }
+
+  // ---- peers (secondary: the primaries it serves) ----
+
+  addPeer(p: { id: string; name: string; credHash: Buffer }, now = Date.now()): void {
+    this.stmt(`INSERT INTO peers (id, name, cred_hash, created_at) VALUES (?, ?, ?, ?)
+      ON CONFLICT (id) DO UPDATE SET name = excluded.name, cred_hash = excluded.cred_hash`).run(p.id, p.name, p.credHash, now);
+    this.event('peer.linked', { primary: p.id, name: p.name });
+  }
+
+  getPeer(id: string): PeerRow | undefined {
+    return this.stmt('SELECT * FROM peers WHERE id = ?').get(id) as PeerRow | undefined;
+  }
+
+  listPeers(): PeerRow[] {
+    return this.stmt('SELECT * FROM peers ORDER BY created_at').all() as PeerRow[];
+  }
+
+  setPeerEscrow(id: string, accessHash: Buffer, sealedAt: string): void {
+    this.stmt('UPDATE peers SET escrow_access_hash = ?, escrow_sealed_at = ? WHERE id = ?').run(accessHash, sealedAt, id);
   }
 
   // ---- chunks ----
@@ -319,10 +436,10 @@ export class Catalog {
     return out;
   }
 
-  addChunks(rows: { id: Buffer; size: number }[], now = Date.now()): void {
+  addChunks(rows: { id: Buffer; size: number; sha256?: Buffer }[], now = Date.now()): void {
     const tx = this.db.transaction(() => {
       for (const r of rows) {
-        this.insertChunk.run(r.id, r.size, now, now);
+        this.insertChunk.run(r.id, r.size, now, now, r.sha256 ?? null);
         this.seeChunk.run(now, r.id);
       }
     });
@@ -345,6 +462,11 @@ export class Catalog {
   /** All chunk rows in id order (for GC and verify; ids only, 32 bytes each). */
   chunkIdsSorted(): Buffer[] {
     return (this.stmt('SELECT id FROM chunks ORDER BY id').raw().all() as [Buffer][]).map((r) => r[0]);
+  }
+
+  /** The blob checksum recorded when a keyless store (a secondary) took the chunk. */
+  chunkSha256(id: Buffer): Buffer | undefined {
+    return (this.stmt('SELECT sha256 FROM chunks WHERE id = ?').get(id) as { sha256: Buffer | null } | undefined)?.sha256 ?? undefined;
   }
 
   chunkSize(id: Buffer): number | undefined {

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { CairnError } from '../../core/errors';
 import { openChunk, parseChunkHeader } from '../../core/chunk-codec';
 import { DataKeys } from '../../core/keys';
@@ -11,6 +11,15 @@ import { CHUNK_ID_BYTES } from '../../core/chunk-id';
 import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
 import { Mutex } from './mutex';
 import { sortedContains } from './refs';
+
+export interface SnapshotCommitInput {
+  agentId: string;
+  source: string;
+  host: string;
+  manifest: ManifestRef[];
+  refs: Buffer;
+  stats: BackupStats;
+}
 
 /**
  * Chunk store: the blob store plus the catalog, with verification. Every uploaded blob is
@@ -58,7 +67,8 @@ export class ChunkStore {
   constructor(
     readonly blobs: LocalBlobStore,
     readonly catalog: Catalog,
-    private readonly keys: DataKeys,
+    /** null on a secondary: it holds ciphertext only and checks blobs by structure and checksum */
+    private readonly keys: DataKeys | null,
     readonly refsDir: string,
     private readonly tmpDir: string,
   ) {
@@ -77,7 +87,7 @@ export class ChunkStore {
     for (const it of items) {
       if (it.id.length !== CHUNK_ID_BYTES) throw new CairnError('CAIRN_CHUNK_ID_INVALID', 'chunk id must be 32 bytes');
       parseChunkHeader(it.blob);
-      openChunk(this.keys, it.id, it.blob);
+      if (this.keys) openChunk(this.keys, it.id, it.blob);
     }
     let existed = 0;
     const fresh: { id: Buffer; blob: Buffer }[] = [];
@@ -100,11 +110,13 @@ export class ChunkStore {
       };
       await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, worker));
       const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
+    // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
+    const sums = this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()]));
       return await this.commitLock.run(async () => {
         const todo = staged.filter((st) => !this.catalog.hasChunk(st.id));
         existed += staged.length - todo.length;
         await this.blobs.publish(todo, true);
-        this.catalog.addChunks(todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))! })));
+        this.catalog.addChunks(todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')) })));
         return { stored: todo.length, existed };
       });
     } finally {
@@ -125,11 +137,19 @@ export class ChunkStore {
   }
 
   /** Commits a snapshot. `refs` must be sorted and unique. */
-  async commitSnapshot(c: { agentId: string; source: string; host: string; manifest: ManifestRef[]; refs: Buffer; stats: BackupStats }): Promise<SnapshotInfo> {
+  async commitSnapshot(c: SnapshotCommitInput): Promise<SnapshotInfo> {
     return this.commitLock.run(() => this.commitLocked(c));
   }
 
-  private async commitLocked(c: { agentId: string; source: string; host: string; manifest: ManifestRef[]; refs: Buffer; stats: BackupStats }): Promise<SnapshotInfo> {
+  /**
+   * Takes a snapshot made elsewhere (replication, flow-back, recovery) under its own id and
+   * time. Idempotent: a snapshot already present is returned as is.
+   */
+  async importSnapshot(c: SnapshotCommitInput & { id: string; createdAt: number }): Promise<SnapshotInfo> {
+    return this.commitLock.run(async () => this.catalog.getSnapshot(c.id) ?? this.commitLocked(c));
+  }
+
+  private async commitLocked(c: SnapshotCommitInput & { id?: string; createdAt?: number }): Promise<SnapshotInfo> {
     const n = c.refs.length / CHUNK_ID_BYTES;
     const missing: string[] = [];
     for (let i = 0; i < n; i++) {
@@ -145,7 +165,8 @@ export class ChunkStore {
     if (missing.length) {
       throw new CairnError('CAIRN_SNAPSHOT_INCOMPLETE', `snapshot refused: ${missing.length}${missing.length >= 1000 ? '+' : ''} referenced chunks are not stored on the box; upload them and commit again`, { missing });
     }
-    const id = `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
+    const id = c.id ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
+    if (!/^[0-9a-z]{1,40}$/.test(id)) throw new CairnError('CAIRN_API_BAD_REQUEST', 'snapshot id must be 1-40 lowercase letters and digits');
     const file = this.refsPath(id);
     const tmp = path.join(this.tmpDir, `refs-${id}`);
     try {
@@ -162,7 +183,7 @@ export class ChunkStore {
       await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
       throw ioError(`writing the reference list of a new snapshot`, err);
     }
-    const createdAt = Date.now();
+    const createdAt = c.createdAt ?? Date.now();
     this.catalog.insertSnapshot({ id, agentId: c.agentId, source: c.source, host: c.host, createdAt, manifest: c.manifest, chunkCount: n, stats: c.stats });
     const info = this.catalog.getSnapshot(id)!;
     this.afterCommit?.(info);
