@@ -127,6 +127,15 @@ export class AgentService {
     return r.found;
   };
 
+  /** Whether the box named a secondary to fail over to (the state file may be absent in tests). */
+  private knowsSecondary(): boolean {
+    try {
+      return !!this.opts.home.load().continuity?.secondary;
+    } catch {
+      return false;
+    }
+  }
+
   nextRun(entry: ScheduleEntry, state: SourceState): number {
     return nextRunOf(entry, state);
   }
@@ -231,7 +240,7 @@ export class AgentService {
                 continue;
               }
             }
-            if (!triedSecondary && !signal.aborted && this.opts.home.load().continuity?.secondary) {
+            if (!triedSecondary && !signal.aborted && this.knowsSecondary()) {
               triedSecondary = true;
               this.failoverAllowed = true;
               this.log.info('backup.retrying', { source, reason: 'the box does not answer: backing up to its secondary' });

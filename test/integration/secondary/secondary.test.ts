@@ -7,6 +7,8 @@ import { generateSample, Prng, textBytes } from '../../../scripts/lib/sample';
 import { compareTrees, treeDigest } from '../../../scripts/lib/tree';
 import { newRecoveryKey } from '../../../src/core/recovery-key';
 import { AgentHome } from '../../../src/agent/state';
+import { BoxClient } from '../../../src/agent/box-client';
+import { encodePeerSnapshot } from '../../../src/core/peer-api';
 
 /**
  * Secondary box, end to end with real processes on loopback: a primary and a secondary cairnd,
@@ -148,6 +150,45 @@ describe('integration: secondary box (replication, continuity, escrow, recovery)
     await primary!.stop('SIGKILL');
     for (const id of ids) await restoreAndCheck(id, 'secondary');
     await startPrimary();
+  });
+
+  it('hostile calls to the box-to-box API get clear 4xx answers and change nothing', async () => {
+    const link = JSON.parse(fs.readFileSync(path.join(P, 'secondary.json'), 'utf8')) as { cert_pem: string; spki_sha256: string; credential: string };
+    const cfg = new AgentHome(home).load();
+    const ep = { host: '127.0.0.1', port: secondary!.port, certPem: link.cert_pem, spkiSha256: Buffer.from(link.spki_sha256, 'hex') };
+    const asPeer = new BoxClient(ep, link.credential);
+    const asAgent = new BoxClient(ep, cfg.agent.credential, { headers: { 'x-cairn-box': cfg.continuity!.primary } });
+    const noNs = new BoxClient(ep, cfg.agent.credential);
+    const wrongNs = new BoxClient(ep, cfg.agent.credential, { headers: { 'x-cairn-box': '0123456789abcdef' } });
+    const forged = new BoxClient(ep, link.credential.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')));
+    const onPrimary = new BoxClient({ host: '127.0.0.1', port: primary!.port, certPem: cfg.box.cert_pem, spkiSha256: Buffer.from(cfg.box.spki_sha256, 'hex') }, link.credential);
+    const before = (await asPeer.json<{ snapshots: string[] }>('GET', '/v1/peer/state')).snapshots;
+    try {
+      const cases: [string, Promise<{ status: number; body: Buffer }>, number][] = [
+        ['agent credential on a peer route', asAgent.request('POST', '/v1/peer/snapshots/drop', Buffer.from(JSON.stringify({ ids: before }))), 401],
+        ['forged peer credential', forged.request('GET', '/v1/peer/state'), 401],
+        ['peer route on a primary', onPrimary.request('GET', '/v1/peer/state'), 409],
+        ['agent without namespace header on a secondary', noNs.request('GET', '/v1/snapshots'), 409],
+        ['agent with an unknown namespace', wrongNs.request('GET', '/v1/snapshots'), 401],
+        ['agent deleting on a secondary', asAgent.request('DELETE', `/v1/snapshots/${before[0]}`), 403],
+        ['garbage upload batch', asPeer.request('POST', '/v1/peer/chunks', Buffer.from('not a batch at all, not even close')), 400],
+        ['truncated snapshot record', asPeer.request('POST', '/v1/peer/snapshots', Buffer.from([200, 0, 0, 0, 123])), 400],
+        ['snapshot record of an unknown agent', asPeer.request('POST', '/v1/peer/snapshots', Buffer.concat(encodePeerSnapshot({ id: 'zz1', agent: '0000000000000000', created_at: 1, source: 'x', host: 'h', manifest: [{ id: '00'.repeat(32), size: 1 }], stats: { files: 0, dirs: 0, bytes_scanned: 0, bytes_read: 0, bytes_new: 0, bytes_uploaded: 0, chunks_new: 0, duration_s: 0 } }, Buffer.alloc(32)))), 404],
+        ['escrow for another box', asPeer.request('POST', '/v1/peer/escrow', Buffer.from(JSON.stringify({ escrow: JSON.stringify({ box_id: '0123456789abcdef' }), access_hash: '00'.repeat(32), sealed_at: 'now' }))), 400],
+        ['drop with bad ids', asPeer.request('POST', '/v1/peer/snapshots/drop', Buffer.from(JSON.stringify({ ids: ['../../etc'] }))), 400],
+        ['recovery with a wrong access proof', asPeer.request('POST', '/v1/recover/escrow', Buffer.from(JSON.stringify({ box: cfg.continuity!.primary, access: '00'.repeat(32) }))), 403],
+        ['recovery with a malformed body', asPeer.request('POST', '/v1/recover/escrow', Buffer.from('{')), 400],
+      ];
+      for (const [what, p, status] of cases) {
+        const r = await p;
+        expect(r.status, `${what}: ${r.body.toString().slice(0, 200)}`).to.equal(status);
+        expect(JSON.parse(r.body.toString()).error.message, what).to.be.a('string');
+      }
+      const after = (await asPeer.json<{ snapshots: string[] }>('GET', '/v1/peer/state')).snapshots;
+      expect(after).to.deep.equal(before);
+    } finally {
+      for (const c of [asPeer, asAgent, noNs, wrongNs, forged, onPrimary]) c.close();
+    }
   });
 
   it("the secondary's data dir holds no plaintext of a known file and no copy of the master key", async () => {
