@@ -4,7 +4,7 @@ import { formatBytes, parseCli, parseHostPort } from '../../core/cli';
 import { DEFAULT_PORT } from '../../core/api';
 import { parseRecoveryKey } from '../../core/recovery-key';
 import { constantTimeEqual } from '../../core/keys';
-import { createLogger } from '../../core/log';
+import { createLogger, Logger } from '../../core/log';
 import { BoxClient, probeCertificate } from '../../agent/box-client';
 import { DataDir } from '../data-dir';
 import { deriveEscrowKey, fingerprint, isInitialized, writeRecoveredIdentity } from '../identity';
@@ -66,25 +66,38 @@ export async function fetchEscrow(host: string, port: number, recoveryKey: strin
   throw new CairnError('CAIRN_RECOVERY_REFUSED', `this recovery key opens no escrow held by ${host}:${port}; check the key (and that this is the right secondary). Nothing was written.`);
 }
 
-export async function cmdRecover(args: string[]): Promise<void> {
-  const { values } = parseCli(args, {
-    data: { type: 'string' }, from: { type: 'string' }, 'recovery-key': { type: 'string' }, json: { type: 'boolean' }, 'no-pull': { type: 'boolean' }, hw: { type: 'string' },
-  }, 'cairnd recover --data DIR --from HOST:PORT --recovery-key KEY [--no-pull] [--json]');
-  const root = values.data ?? process.env.CAIRN_DATA;
-  if (!root || !values.from || !values['recovery-key']) throw new CairnError('CAIRN_USAGE', 'usage: cairnd recover --data DIR --from HOST:PORT --recovery-key KEY [--no-pull] [--json]');
+export interface RecoverResult {
+  box: string;
+  name: string;
+  fingerprint: string;
+  agents: number;
+  escrow_sealed_at: string;
+  identity_s: number;
+  pulled_snapshots: number;
+  pulled_chunks: number;
+  pulled_bytes: number;
+  duration_s: number;
+  pull_error: string | null;
+}
+
+/**
+ * Rebuilds a primary on the fresh data directory `root` from the secondary at host:port (see
+ * the top of this file). Used by `cairnd recover` and by the console's "restore a box".
+ * Returns the opened box (the caller serves or closes it) and the figures.
+ */
+export async function recoverBox(root: string, o: { host: string; port: number; recoveryKey: string; hw?: BoxConfig['hw_profile']; pull?: boolean; log: Logger }): Promise<{ box: Box; result: RecoverResult }> {
   const dir = new DataDir(root);
   if (isInitialized(dir)) throw new CairnError('CAIRN_STORE_ALREADY_INITIALIZED', `${root} already holds an activated box; recover into a fresh data directory`);
-  const { host, port } = parseHostPort(values.from, DEFAULT_PORT);
+  const { host, port, log } = o;
   const started = Date.now();
-  const log = createLogger({ name: 'cairnd-recover', write: (line) => process.stderr.write(line + '\n') });
-  const got = await fetchEscrow(host, port, values['recovery-key']);
+  const got = await fetchEscrow(host, port, o.recoveryKey);
   const c = got.contents;
   if (!c.tls_key_pem || !c.tls_cert_pem || !c.secondary) {
     throw new CairnError('CAIRN_ESCROW_INVALID', `the escrow of box ${c.box_id} (${c.format}, sealed ${c.sealed_at}) predates continuity and holds no TLS identity or link; it cannot rebuild the box`);
   }
   const identity = writeRecoveredIdentity(dir, { boxId: c.box_id, name: c.name, masterKey: c.master_key, escrowKey: got.escrowKey, escrowSalt: got.salt, tlsKeyPem: c.tls_key_pem, tlsCertPem: c.tls_cert_pem });
   const config = { ...(c.config as Partial<BoxConfig>), format: 1 as const };
-  if (values.hw) config.hw_profile = values.hw as BoxConfig['hw_profile'];
+  if (o.hw) config.hw_profile = o.hw;
   writeBoxConfig(dir, { ...config, hw_profile: config.hw_profile ?? 'linux' });
   readBoxConfig(dir); // validates the profile
   writeLink(dir, { ...c.secondary, host, port });
@@ -102,7 +115,7 @@ export async function cmdRecover(args: string[]): Promise<void> {
     log.info('recover.identity', { box: c.box_id, name: c.name, agents: c.agents?.length ?? 0, seconds: identityS });
     let pulled = { snapshots: 0, chunks: 0, bytes: 0 };
     let pullError: string | undefined;
-    if (!values['no-pull']) {
+    if (o.pull !== false) {
       try {
         const r = await new Replicator(box, { everyMs: 60_000, log }).cycle();
         if (r) pulled = { snapshots: r.pulled_snapshots, chunks: r.pulled_chunks, bytes: r.pulled_bytes };
@@ -110,19 +123,35 @@ export async function cmdRecover(args: string[]): Promise<void> {
         pullError = errorMessage(err);
       }
     }
-    const out = {
-      box: c.box_id, name: c.name, fingerprint: fingerprint(identity.spkiSha256), agents: c.agents?.length ?? 0, escrow_sealed_at: c.sealed_at,
-      identity_s: identityS, pulled_snapshots: pulled.snapshots, pulled_chunks: pulled.chunks, pulled_bytes: pulled.bytes, duration_s: (Date.now() - started) / 1000,
-      pull_error: pullError ?? null,
+    return {
+      box,
+      result: {
+        box: c.box_id, name: c.name, fingerprint: fingerprint(identity.spkiSha256), agents: c.agents?.length ?? 0, escrow_sealed_at: c.sealed_at,
+        identity_s: identityS, pulled_snapshots: pulled.snapshots, pulled_chunks: pulled.chunks, pulled_bytes: pulled.bytes, duration_s: (Date.now() - started) / 1000,
+        pull_error: pullError ?? null,
+      },
     };
-    process.stdout.write(values.json ? JSON.stringify(out, null, 2) + '\n' : [
-      `Box "${c.name}" (${c.box_id}) recovered from ${host}:${port}: same identity (${out.fingerprint}), ${out.agents} agents keep their pairing.`,
-      values['no-pull'] ? 'Data not pulled yet (--no-pull): `cairnd serve` pulls it back in the background.'
-        : `Pulled back ${pulled.snapshots} snapshots, ${pulled.chunks} chunks, ${formatBytes(pulled.bytes)} in ${out.duration_s.toFixed(1)} s.`,
-      pullError ? `The pull stopped: ${pullError}. \`cairnd serve\` resumes it.` : '',
-    ].filter(Boolean).join('\n') + '\n');
-    if (pullError) process.exitCode = 1;
-  } finally {
+  } catch (err) {
     box.close();
+    throw err;
   }
+}
+
+export async function cmdRecover(args: string[]): Promise<void> {
+  const { values } = parseCli(args, {
+    data: { type: 'string' }, from: { type: 'string' }, 'recovery-key': { type: 'string' }, json: { type: 'boolean' }, 'no-pull': { type: 'boolean' }, hw: { type: 'string' },
+  }, 'cairnd recover --data DIR --from HOST:PORT --recovery-key KEY [--no-pull] [--json]');
+  const root = values.data ?? process.env.CAIRN_DATA;
+  if (!root || !values.from || !values['recovery-key']) throw new CairnError('CAIRN_USAGE', 'usage: cairnd recover --data DIR --from HOST:PORT --recovery-key KEY [--no-pull] [--json]');
+  const { host, port } = parseHostPort(values.from, DEFAULT_PORT);
+  const log = createLogger({ name: 'cairnd-recover', write: (line) => process.stderr.write(line + '\n') });
+  const { box, result: out } = await recoverBox(root, { host, port, recoveryKey: values['recovery-key'], hw: values.hw as BoxConfig['hw_profile'] | undefined, pull: !values['no-pull'], log });
+  box.close();
+  process.stdout.write(values.json ? JSON.stringify(out, null, 2) + '\n' : [
+    `Box "${out.name}" (${out.box}) recovered from ${host}:${port}: same identity (${out.fingerprint}), ${out.agents} agents keep their pairing.`,
+    values['no-pull'] ? 'Data not pulled yet (--no-pull): `cairnd serve` pulls it back in the background.'
+      : `Pulled back ${out.pulled_snapshots} snapshots, ${out.pulled_chunks} chunks, ${formatBytes(out.pulled_bytes)} in ${out.duration_s.toFixed(1)} s.`,
+    out.pull_error ? `The pull stopped: ${out.pull_error}. \`cairnd serve\` resumes it.` : '',
+  ].filter(Boolean).join('\n') + '\n');
+  if (out.pull_error) process.exitCode = 1;
 }
