@@ -20,7 +20,7 @@ export interface ActivateOptions {
   name: string;
   role?: 'primary' | 'secondary';
   hw: HwProfile;
-  settings?: Partial<BoxSettings>;
+  settings?: Pick<Partial<BoxSettings>, 'retention_default'>;
 }
 
 export interface Activation {
@@ -46,7 +46,8 @@ export async function activateBox(dir: DataDir, o: ActivateOptions): Promise<Act
   const { identity, recoveryKey } = await initIdentity(dir, { name, role });
   const config = updateConfig(dir, {
     hw_profile: o.hw,
-    secondary: o.settings?.secondary ?? null,
+    // The secondary is linked after activation (secondary.json); config.json holds no token.
+    secondary: null,
     retention_default: o.settings?.retention_default ?? DEFAULT_RETENTION,
   });
   writeEscrow(dir, identity, config);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import si from 'systeminformation';
-import { CairnError } from '../core/errors';
+import { CairnError, errorMessage } from '../core/errors';
 import { createHardware, Hardware, HwProfile, DiskInfo, RaidArray } from '../hw';
 import { chooseLevel, RaidLevel, RAID_LEVELS } from '../hw/mdadm-args';
 import { directPrivileged, helperPrivileged, Privileged } from '../hw/privileged';
@@ -11,7 +11,8 @@ import { execRunner } from '../hw/runner';
 import { activateBox } from './activation';
 import { AdminArgs, AdminOp } from './admin/ops';
 import { Box, readBoxConfig } from './box';
-import { parseSettingsPatch, settingsOf } from './box-settings';
+import { parseRetention, settingsOf, splitAddress } from './box-settings';
+import { Logger, silentLogger } from '../core/log';
 import { DataDir } from './data-dir';
 import { fingerprint, isInitialized } from './identity';
 
@@ -33,6 +34,8 @@ export interface HostContext {
   onActivated?: (box: Box) => void;
   /** Setup mode only: the array the wizard created before the catalog existed (logged at activation). */
   arrayEvent?: Record<string, unknown>;
+  /** the daemon's logger (setup mode); a recovered box logs its pull there */
+  log?: Logger;
 }
 
 type HostOp = (ctx: HostContext, args: AdminArgs) => unknown;
@@ -209,7 +212,10 @@ export const hostOps: Record<string, HostOp> = {
       const role = args.role === 'secondary' ? 'secondary' : 'primary';
       // `cairnd init --hw P` may name the profile; the console wizard uses the daemon's.
       const hw = typeof args.hw === 'string' ? (args.hw as HwProfile) : ctx.profile;
-      const a = await activateBox(ctx.dir, { name: str(args, 'name'), role, hw, settings: parseSettingsPatch(args) });
+      // A secondary is linked after activation ('secondary.add'), never stored here: an older
+      // console's `secondary` argument is ignored (its token would otherwise sit in config.json).
+      const settings = args.retention_default === undefined ? {} : { retention_default: parseRetention(args.retention_default) };
+      const a = await activateBox(ctx.dir, { name: str(args, 'name'), role, hw, settings });
       if (ctx.arrayEvent) a.box.catalog.event('array.created', ctx.arrayEvent);
       // Loaded here, not at the top: console-ops needs ops.ts, which registers these host ops.
       const { syncRetentionDefault } = await import('./admin/console-ops');
@@ -217,6 +223,39 @@ export const hostOps: Record<string, HostOp> = {
       if (ctx.onActivated) ctx.onActivated(a.box);
       else a.box.close();
       return { ...a.result, serving: ctx.onActivated ? 'starting' : 'not running' };
+    } finally {
+      activating = false;
+    }
+  },
+
+  /**
+   * "Restore a box" (console wizard): rebuilds a dead primary on this fresh data directory from
+   * its secondary with the recovery key (secondary/recover.ts, the code behind `cairnd recover`),
+   * then hands the opened box over exactly as activation does. The pull of the data runs before
+   * the reply; if it stops, the reply says why and `cairnd serve` resumes it in the background.
+   */
+  async 'box.recover'(ctx, args) {
+    if (ctx.box || isInitialized(ctx.dir)) {
+      throw new CairnError('CAIRN_STORE_ALREADY_INITIALIZED', `${ctx.dir.root} already holds an activated box; a box is restored on a fresh one`);
+    }
+    if (activating) throw new CairnError('CAIRN_SETUP_MODE', 'an activation or a restore is already running');
+    const address = str(args, 'address');
+    const { host, port } = splitAddress(address);
+    const recoveryKey = str(args, 'recovery_key');
+    const pull = args.pull !== false;
+    activating = true;
+    try {
+      const { recoverBox } = await import('./secondary/recover');
+      const log = ctx.log ?? silentLogger;
+      const { box, result } = await recoverBox(ctx.dir.root, { host, port, recoveryKey, hw: ctx.profile, pull, log });
+      if (ctx.arrayEvent) box.catalog.event('array.created', ctx.arrayEvent);
+      if (result.pull_error) log.warn('recover.pull_stopped', { err: result.pull_error, note: 'cairnd serve resumes the pull in the background' });
+      if (ctx.onActivated) ctx.onActivated(box);
+      else box.close();
+      return { ...result, serving: ctx.onActivated ? 'starting' : 'not running' };
+    } catch (err) {
+      ctx.log?.warn('recover.failed', { err: errorMessage(err) });
+      throw err;
     } finally {
       activating = false;
     }

@@ -35,6 +35,7 @@ export async function runSetupMode(root: string, log: Logger): Promise<Box | und
     box: undefined,
     hw,
     mode: 'setup',
+    log,
     onActivated: (box) => {
       log.info('setup.activated', { box: box.identity.boxId, name: box.identity.name });
       // After the reply is written: the admin socket is handed over to the serving daemon.

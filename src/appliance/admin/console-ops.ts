@@ -6,6 +6,8 @@ import { parseSettingsPatch, publicSettings, readRawConfig, settingsOf, updateCo
 import { writeEscrow } from '../escrow';
 import { fingerprint } from '../identity';
 import { AdminArgs, AdminOp, runAdminOp } from './ops';
+import { secondaryStatus } from './secondary-ops';
+import { readLink } from '../secondary/link';
 
 /**
  * Admin operations of an activated box that exist for the console: the dashboard in one call,
@@ -35,8 +37,38 @@ export interface Overview {
   jobs: { running: { id: string; kind: string; since: string }[]; list: unknown[] | null; note: string | null };
   recent: { at: string; kind: string; text: string }[];
   open_tokens: number;
-  settings: ReturnType<typeof publicSettings>;
+  settings: Omit<ReturnType<typeof publicSettings>, 'secondary'> & { secondary: { address: string; name?: string; linked: boolean } | null };
+  /** the same as `cairnd status` -> replication: the link and its lag (primary) or the primaries served (secondary) */
+  replication: OverviewReplication | null;
   alerts: string[];
+}
+
+export type OverviewReplication =
+  | {
+      role: 'primary';
+      secondary: { box: string; name: string; address: string } | null;
+      state: string;
+      last_attempt: string | null;
+      last_success: string | null;
+      last_error: string | null;
+      pending_snapshots: number;
+      pending_bytes: number;
+      pending_pull?: number;
+      escrow_sent_at: string | null;
+    }
+  | { role: 'secondary'; primaries: { box: string; name: string; agents: number; snapshots: number; last_snapshot: string | null; stored_bytes: number; escrow_sealed_at: string | null }[] };
+
+/** What the console shows as "the secondary": the link (secondary.json); else a legacy config's address. */
+function secondarySetting(box: Box): { address: string; name?: string; linked: boolean } | null {
+  let link;
+  try {
+    link = readLink(box.dir);
+  } catch {
+    link = undefined;
+  }
+  if (link) return { address: `${link.host}:${link.port}`, name: link.name, linked: true };
+  const legacy = settingsOf(readBoxConfig(box.dir)).secondary;
+  return legacy ? { address: legacy.address, linked: false } : null;
 }
 
 async function withHw<T>(box: Box, fn: (hw: Hardware) => Promise<T>): Promise<T> {
@@ -137,7 +169,14 @@ export const consoleOps: Record<string, AdminOp> = {
     const alerts = [...hardware.reasons];
     for (const a of agents) if (a.state === 'stale') alerts.push(`agent ${a.name}: no backup for more than ${STALE_MS / 3600_000} hours`);
     if (fsInfo && fsInfo.total > 0 && fsInfo.free / fsInfo.total < 0.1) alerts.push(`storage almost full: ${Math.round((100 * fsInfo.free) / fsInfo.total)}% free`);
-    if (!settings.secondary) alerts.push('no secondary storage set: backups exist on this box only');
+    const secondary = box.identity.role === 'primary' ? secondarySetting(box) : null;
+    if (box.identity.role === 'primary' && !secondary?.linked) alerts.push('no secondary linked: backups exist on this box only (C links one)');
+    let replication: OverviewReplication | null = null;
+    try {
+      replication = secondaryStatus(box) as OverviewReplication;
+    } catch (err) {
+      alerts.push(`replication status unreadable: ${errorMessage(err)}`);
+    }
     let serve: Overview['serve'] = null;
     try {
       serve = JSON.parse(fs.readFileSync(box.dir.serveInfo, 'utf8')) as Overview['serve'];
@@ -157,7 +196,8 @@ export const consoleOps: Record<string, AdminOp> = {
       },
       recent,
       open_tokens: box.catalog.listTokens().filter((t) => t.used_at === null && t.failed < 5 && t.expires_at > now).length,
-      settings: publicSettings(settings),
+      settings: { ...publicSettings(settings), secondary },
+      replication,
       alerts,
     };
   },
@@ -166,7 +206,7 @@ export const consoleOps: Record<string, AdminOp> = {
     return publicSettings(settingsOf(readBoxConfig(box.dir)));
   },
 
-  /** Changes the secondary and/or the default retention; the escrow blob is resealed with the new config. */
+  /** Changes the default retention (or forgets a legacy secondary address); the escrow blob is resealed with the new config. */
   async 'settings.set'(box, args) {
     const patch = parseSettingsPatch(args);
     if (Object.keys(patch).length === 0) throw new CairnError('CAIRN_USAGE', 'settings.set takes secondary and/or retention_default');

@@ -25,9 +25,10 @@ export class DaemonClient {
     this.connected = up;
   }
 
-  async call<T>(op: string, args: Record<string, unknown> = {}): Promise<CallResult<T>> {
+  /** `timeoutMs` for the long ones (restoring a box pulls its data back before answering). */
+  async call<T>(op: string, args: Record<string, unknown> = {}, timeoutMs = this.timeoutMs): Promise<CallResult<T>> {
     try {
-      const r = await callAdminSocket(this.socket, op, args, this.timeoutMs);
+      const r = await callAdminSocket(this.socket, op, args, timeoutMs);
       if (!r) {
         this.mark(false);
         return { ok: false, unreachable: true, message: `cairnd is not answering on ${this.socket}` };

@@ -1,4 +1,6 @@
-import type { Overview, OverviewAgent } from '../admin/console-ops';
+import type { Overview, OverviewAgent, OverviewReplication } from '../admin/console-ops';
+import { parseSecondary } from '../box-settings';
+import { errorMessage } from '../../core/errors';
 import type { DiskInfo, RaidArray } from '../../hw';
 import type { NetworkSummary } from '../host-ops';
 import { App, View } from './app';
@@ -184,36 +186,80 @@ export class Dashboard implements View {
     );
   }
 
+  /** C: link this primary to a secondary (pinned-token pairing through 'secondary.add'); on a secondary, what it serves. */
   private secondary(): void {
-    const cur = this.ov?.settings.secondary;
+    const ov = this.ov;
+    if (ov?.box.role === 'secondary') {
+      const rep = ov.replication?.role === 'secondary' ? ov.replication.primaries : [];
+      this.app.push(
+        new MessageDialog(this.app, 'primaries served', [
+          'This box is a secondary: primaries link to it, it does not link to one.',
+          `It serves ${rep.length} primar${rep.length === 1 ? 'y' : 'ies'}${rep.length ? ': ' + rep.map((p) => clean(p.name)).join(', ') : ''}.`,
+          '',
+          `To link a primary: press P here for a token, then on the primary C (its console)`,
+          `or: cairnd secondary add --data /var/lib/cairn ${this.address()} --token T`,
+        ]),
+      );
+      return;
+    }
+    const cur = ov?.settings.secondary;
     const address = new Field('address', 100, cur?.address ?? '');
     const token = new Field('token', 100, '', /^[0-9A-Za-z-]$/);
     this.app.push(
       new FormDialog(
         this.app,
-        'secondary storage',
+        'link a secondary',
         [
-          `Now: ${cur ? bold(clean(cur.address)) : 'none'}. A second Cairn box keeps a copy of every`,
-          "backup and of this box's sealed key (escrow).",
-          'Its token comes from `cairnd token create` on that box.',
-          'Leave both empty to have no secondary.',
+          `Now: ${cur?.linked ? `linked to ${bold(clean(cur.name ?? ''))} at ${bold(clean(cur.address))}` : cur ? `${clean(cur.address)} (noted, never linked)` : 'none'}. A second Cairn box keeps`,
+          "a copy of every backup and of this box's sealed key (escrow).",
+          'The token: at the end of its activation, P on its console, or',
+          '`cairnd token create` there. The token names its key: it is checked first.',
         ],
         [
           { label: 'Address (HOST[:PORT])', field: address },
           { label: 'Pairing token', field: token },
         ],
         async ([addr, tok]) => {
-          const secondary = addr || tok ? { address: addr, token: tok } : null;
-          const r = await this.app.client.call('settings.set', { secondary });
+          let t;
+          try {
+            t = parseSecondary({ address: addr, token: tok })!;
+          } catch (err) {
+            this.app.say(errorMessage(err), 'error');
+            return null;
+          }
+          const r = await this.app.client.call<{ name: string; address: string }>('secondary.add', { host: t.host, port: t.port, token: t.token }, 120_000);
           if (!r.ok) {
-            this.app.say(describeFailure('settings.set', r, 'setting the secondary'), 'error');
+            this.app.say(`Not linked: ${describeFailure('secondary.add', r, 'linking a secondary')}`, 'error');
             return null;
           }
           await this.poll();
-          return secondary ? `Secondary set to ${addr}.` : 'No secondary.';
+          return `Linked to the secondary "${r.value.name}" at ${r.value.address}: replication and escrow start now.`;
         },
       ),
     );
+  }
+
+  /** The replication line(s): this primary's link and lag, or the primaries this secondary serves. */
+  private replicationLines(rep: OverviewReplication | null): { fixed: string[]; rows: string[] } {
+    const now = this.app.now();
+    if (!rep) return { fixed: [], rows: [] };
+    if (rep.role === 'secondary') {
+      const n = rep.primaries.length;
+      const head = ` Secondary for ${n} primar${n === 1 ? 'y' : 'ies'}${n ? '' : fg('blue', ': none linked yet (P: a token for a primary)')}`;
+      const rows = rep.primaries.map(
+        (p) => `   ${pad(clean(p.name), 18)}${padLeft(String(p.snapshots), 6)} snapshots  last ${pad(ago(p.last_snapshot, now), 12)}${padLeft(bytes(p.stored_bytes), 10)}  ${p.agents} agents`,
+      );
+      return { fixed: [head], rows };
+    }
+    if (!rep.secondary) return { fixed: [fg('blue', ' Secondary: none linked (C links one)')], rows: [] };
+    const pending = rep.pending_snapshots + (rep.pending_pull ?? 0);
+    const state =
+      rep.state === 'error' ? fg('red', 'ERROR') : rep.state === 'running' ? fg('cyan', 'replicating') : pending > 0 ? fg('yellow', 'behind') : fg('green', 'up to date');
+    const lag = pending > 0 ? `  ${rep.pending_snapshots} snapshots (${bytes(rep.pending_bytes)}) to send${rep.pending_pull ? `, ${rep.pending_pull} to pull` : ''}` : '';
+    const line = ` Secondary ${clean(rep.secondary.name)} ${clean(rep.secondary.address)}  ${state}${lag}  last ok ${ago(rep.last_success, now)}`;
+    const fixed = [line];
+    if (rep.last_error && rep.state === 'error') fixed.push(fg('red', `   ! ${clean(rep.last_error)}`));
+    return { fixed, rows: [] };
   }
 
   private async startJob(op: string, what: string, ok: string): Promise<void> {
@@ -265,6 +311,8 @@ export class Dashboard implements View {
       L.push(`   ${s.action} ${progressBar(s.percent, 20)} ${s.percent.toFixed(1)}%${s.finishMinutes !== null ? `, about ${Math.ceil(s.finishMinutes)} min left` : ''}`);
     }
     L.push(' ' + storage);
+    const rep = this.replicationLines(ov.replication ?? null);
+    L.push(...rep.fixed);
     const diskHead = bold(`   ${pad('DISK', 8)}${pad('SERIAL', 15)}${pad('SIZE', 11)}${pad('HEALTH', 10)}IN ARRAY`);
     const diskRows = this.disks.map((d, i) => {
       const member = array?.members.find((m) => m.device === d.device);
@@ -283,7 +331,7 @@ export class Dashboard implements View {
       const row = ` ${sel} ${pad(clean(a.name), 24)}${pad(ago(a.last_backup, this.app.now()), 14)}${padLeft(bytes(a.last_size), 10)}  ${st}`;
       return this.focus === 'agents' && i === this.agentSel ? inverse(pad(row, Math.min(width - 1, 70))) : row;
     });
-    if (agentRows.length === 0) agentRows.push(fg('blue', '   No agent paired yet: press P for a pairing token.'));
+    if (agentRows.length === 0) agentRows.push(fg('blue', ov.box.role === 'secondary' ? "   Agents are their primaries' (listed above); P: a token for a primary." : '   No agent paired yet: press P for a pairing token.'));
 
     // Jobs and recent activity
     const jobs = (ov.jobs.list ?? []) as JobRow[];
@@ -310,6 +358,8 @@ export class Dashboard implements View {
       room -= n;
       return rows.slice(0, n);
     };
+    const repShown = take(rep.rows, 3);
+    L.push(...repShown);
     const disksShown = take(diskRows, 8);
     const alertsShown = take(alertRows, Math.max(1, Math.min(3, room - 3)));
     const agentsShown = windowed(agentRows, this.focus === 'agents' ? this.agentSel : 0, Math.max(1, Math.min(agentRows.length, room - 1)));

@@ -50,6 +50,9 @@ describe('integration: cairn-console in tmux against cairnd', function () {
   });
 
   it('walks the wizard to the end, refusing wrong confirmations, and the box is activated', async () => {
+    // First question: a new box (primary, the default), a secondary, or restoring a box.
+    await tty.waitFor(/What should it become[\s\S]*> \(\*\) 1 {2}A new box \(primary\)/);
+    tty.keys('Enter');
     await tty.waitFor('step 1 of 7: Name');
     tty.keys('C-u');
     tty.type('it-box');
