@@ -4,7 +4,7 @@ import { CairnError, errnoCode, errorMessage } from '../core/errors';
 import { openChunk } from '../core/chunk-codec';
 import { chunkRefs, ManifestEntry, ManifestHeader, readManifest } from '../core/manifest';
 import { DataKeys } from '../core/keys';
-import { SnapshotInfo } from '../core/api';
+import { decodeFetchAnswer, MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
 import { Semaphore } from '../core/semaphore';
 import { ExternalGarbage } from '../core/external-memory';
@@ -43,17 +43,102 @@ export interface RestoreResult extends RestoreProgress {
   failures: { path: string; message: string }[];
 }
 
+interface Pending {
+  id: Buffer;
+  resolve: (b: Buffer) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * Fetches and opens chunks of one snapshot. Requests made in the same turn of the event loop
+ * go out together as one batched fetch (up to MAX_FETCH_IDS ids): restoring many small files
+ * then costs one HTTPS request per batch instead of one per chunk (profiled: request overhead
+ * on both sides dominated such restores). An id the box did not answer is fetched alone, which
+ * returns the box's own error for it. A box without the batched endpoint gets single GETs.
+ */
 export class ChunkFetcher {
   /** lz4-napi's outputs are invisible to V8's heap accounting; see core/external-memory. */
   private readonly garbage = new ExternalGarbage(64 * 1024 * 1024);
+  private queue: Pending[] = [];
+  private scheduled = false;
+  private batched = true;
 
   constructor(private readonly client: BoxClient, private readonly keys: DataKeys, private readonly snapshot: string) {}
 
-  async get(id: Buffer): Promise<Buffer> {
-    const blob = await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`);
+  get(id: Buffer): Promise<Buffer> {
+    if (!this.batched) return this.getOne(id);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.queue.push({ id, resolve, reject });
+      if (this.queue.length >= MAX_FETCH_IDS) this.flush();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private open(id: Buffer, blob: Buffer): Buffer {
     const plain = openChunk(this.keys, id, blob);
     this.garbage.note(blob.length + plain.length);
     return plain;
+  }
+
+  private async getOne(id: Buffer): Promise<Buffer> {
+    return this.open(id, await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`));
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    while (this.queue.length) {
+      const batch = this.queue.splice(0, MAX_FETCH_IDS);
+      void this.fetchBatch(batch);
+    }
+  }
+
+  private async fetchBatch(batch: Pending[]): Promise<void> {
+    const alone = (p: Pending): void => {
+      this.getOne(p.id).then(p.resolve, p.reject);
+    };
+    if (batch.length === 1) return alone(batch[0]);
+    let frames: { id: Buffer; blob: Buffer }[];
+    try {
+      const body = await this.client.call('POST', `/v1/snapshots/${this.snapshot}/chunks/fetch`, Buffer.concat(batch.map((p) => p.id)));
+      frames = decodeFetchAnswer(body);
+    } catch (err) {
+      if (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD')) {
+        this.batched = false; // an older box
+        batch.forEach(alone);
+        return;
+      }
+      batch.forEach((p) => p.reject(err));
+      return;
+    }
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i];
+      const f = frames[i];
+      if (!f) {
+        // The answer stopped early (size cap): ask again.
+        this.queue.push(p);
+        if (!this.scheduled) {
+          this.scheduled = true;
+          setImmediate(() => this.flush());
+        }
+        continue;
+      }
+      if (!f.id.equals(p.id)) {
+        p.reject(new CairnError('CAIRN_BOX_ERROR', 'the box answered a batched chunk fetch out of order'));
+        continue;
+      }
+      if (f.blob.length === 0) {
+        alone(p);
+        continue;
+      }
+      try {
+        p.resolve(this.open(p.id, f.blob));
+      } catch (err) {
+        p.reject(err);
+      }
+    }
   }
 }
 

@@ -22,6 +22,14 @@ export const MAX_MISSING_QUERY = 65536;
 export const MAX_UPLOAD_BATCH_BYTES = 64 * 1024 * 1024;
 export const MAX_COMMIT_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_PORT = 8443;
+/**
+ * Batched chunk fetch (restore): POST /v1/snapshots/ID/chunks/fetch with up to MAX_FETCH_IDS
+ * ids; the answer is upload-batch frames in request order, a zero-length blob for an id the
+ * snapshot does not reference or the box cannot read (ask for it alone to learn why), and it
+ * may stop early after FETCH_ANSWER_BYTES (the caller asks again for the rest).
+ */
+export const MAX_FETCH_IDS = 256;
+export const FETCH_ANSWER_BYTES = 4 * 1024 * 1024;
 
 export interface BoxInfo {
   box: string;
@@ -115,6 +123,11 @@ export function encodeUploadBatch(items: { id: Buffer; blob: Buffer }[]): Buffer
     parts.push(head, it.blob);
   }
   return parts;
+}
+
+/** Frames of a batched fetch answer (zero-length blobs allowed, empty answer allowed). */
+export function decodeFetchAnswer(body: Buffer): { id: Buffer; blob: Buffer }[] {
+  return body.length === 0 ? [] : decodeUploadBatch(body);
 }
 
 export function decodeUploadBatch(body: Buffer): { id: Buffer; blob: Buffer }[] {

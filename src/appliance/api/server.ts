@@ -5,7 +5,7 @@ import { CairnError, errorMessage } from '../../core/errors';
 import { Logger } from '../../core/log';
 import { Box } from '../box';
 import {
-  API_VERSION, BoxInfo, decodeCommit, decodeIdList, decodeUploadBatch, MAX_COMMIT_BYTES, MAX_MISSING_QUERY,
+  API_VERSION, BoxInfo, decodeCommit, decodeIdList, decodeUploadBatch, encodeUploadBatch, FETCH_ANSWER_BYTES, MAX_COMMIT_BYTES, MAX_FETCH_IDS, MAX_MISSING_QUERY,
   MAX_UPLOAD_BATCH_BYTES, PairRequest, PairResponse, sortUniqueIds,
 } from '../../core/api';
 import { dataKeysToJson } from '../../core/keys';
@@ -13,6 +13,7 @@ import { isChunkIdHex } from '../../core/chunk-id';
 import { AgentRow } from '../store/catalog';
 import { MAX_CHUNK_BLOB } from '../../core/chunk-codec';
 import { storeError } from '../store/durable';
+import { ExternalGarbage } from '../../core/external-memory';
 import { parseJson, readBody, sendBinary, sendJson } from './http-util';
 import type { StoreSpace } from '../store/space';
 import type { PeerSpace } from '../secondary/peer-spaces';
@@ -27,6 +28,7 @@ import { continuityInfo } from '../secondary/link';
  * stored until a whole request has been received and verified.
  */
 export const VERSION = '0.1.0';
+const EMPTY = Buffer.alloc(0);
 const PAIR_FAILURE_WINDOW_MS = 10 * 60 * 1000;
 const PAIR_FAILURE_LIMIT = 20;
 
@@ -58,6 +60,7 @@ export class ApiServer {
   readonly server: https.Server;
   private readonly routes: Route[];
   private pairFailures: number[] = [];
+  private readonly garbage = new ExternalGarbage(64 * 1024 * 1024);
   private readonly activity = new Map<string, NodeJS.Timeout>();
   private readonly now: () => number;
 
@@ -87,6 +90,7 @@ export class ApiServer {
       { method: 'GET', pattern: /^\/v1\/snapshots$/, auth: 'agent', handler: (q, r, _m, c) => this.listSnapshots(q, r, c) },
       { method: 'GET', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})$/, auth: 'agent', handler: (_q, r, m, c) => this.getSnapshot(r, m[1], c) },
       { method: 'GET', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})\/chunks\/([^/]+)$/, auth: 'agent', handler: (_q, r, m, c) => this.getChunk(r, m[1], m[2], c) },
+      { method: 'POST', pattern: /^\/v1\/snapshots\/([0-9a-z]{1,40})\/chunks\/fetch$/, auth: 'agent', handler: (q, r, m, c) => this.fetchChunks(q, r, m[1], c) },
       ...peerRoutes(box, opts.log, this.now),
     ];
   }
@@ -323,6 +327,35 @@ export class ApiServer {
 
   private async getSnapshot(res: http.ServerResponse, id: string, ctx: RequestContext): Promise<void> {
     sendJson(res, 200, this.ownSnapshot(id, ctx));
+  }
+
+  /** Many chunks of one snapshot in one answer (restore of small files pays one request per batch, not per chunk). */
+  private async fetchChunks(req: http.IncomingMessage, res: http.ServerResponse, snapId: string, ctx: RequestContext): Promise<void> {
+    this.ownSnapshot(snapId, ctx);
+    const ids = decodeIdList(await readBody(req, MAX_FETCH_IDS * 32), MAX_FETCH_IDS);
+    const store = ctx.space.store;
+    const read = async (id: Buffer): Promise<Buffer> => ((await store.snapshotReferences(snapId, id)) ? store.getBlob(id).catch(() => EMPTY) : EMPTY);
+    // A few reads ahead, in order, until the answer is big enough: bounded memory per request.
+    const out: { id: Buffer; blob: Buffer }[] = [];
+    const ahead: Promise<Buffer>[] = [];
+    let next = 0;
+    let bytes = 0;
+    for (; next < Math.min(8, ids.length); next++) ahead.push(read(ids[next]));
+    for (let i = 0; i < ids.length && (i === 0 || bytes < FETCH_ANSWER_BYTES); i++) {
+      const blob = await ahead[i];
+      delete ahead[i];
+      if (next < ids.length) ahead[next] = read(ids[next++]);
+      out.push({ id: ids[i], blob });
+      bytes += blob.length;
+    }
+    await Promise.all(ahead.filter(Boolean)); // reads started past the cap: let them settle
+    const parts = encodeUploadBatch(out);
+    const length = parts.reduce((n, b) => n + b.length, 0);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': length });
+    for (const b of parts) res.write(b);
+    res.end();
+    // Answers are large and short-lived: collect them before they pile up (box RSS, measured).
+    this.garbage.note(length);
   }
 
   private async getChunk(res: http.ServerResponse, snapId: string, chunkHex: string, ctx: RequestContext): Promise<void> {
