@@ -105,6 +105,7 @@ export class Box implements StoreSpace {
   close(): void {
     this.hw?.stop();
     this.peerSpaces?.close();
+    this.blobs.closePacks();
     this.catalog.close();
   }
 }

@@ -8,7 +8,8 @@ import path from 'node:path';
  *                     lives on the state partition; the data array holds only chunks/refs
  *   tls/key.pem       TLS private key (0600); tls/cert.pem self-signed certificate
  *   catalog.db        SQLite catalog (WAL)
- *   chunks/ab/cd/<id> one encrypted chunk per file
+ *   chunks/ab/c/<id>  one encrypted chunk per file (blobs of 512 KiB and more)
+ *   packs/<name>.pack small blobs of one upload batch together (store/blob-store.ts)
  *   refs/<snap>.ids   sorted chunk ids each snapshot references
  *   tmp/              partial writes; emptied at start-up
  *   run/admin.sock    local admin socket of a running `cairnd serve` (0600)

@@ -80,8 +80,8 @@ describe('integration: append-only agents and hostile input', function () {
 
   it('never overwrites a stored chunk: a re-upload is "existed", a forged one is rejected', async () => {
     const id = Buffer.from(snap.manifest[0].id, 'hex');
-    const file = path.join(h.data, 'chunks', snap.manifest[0].id.slice(0, 2), snap.manifest[0].id[2], snap.manifest[0].id);
-    const bytesBefore = fs.readFileSync(file);
+    const stored = (): Promise<Buffer> => client.call('GET', `/v1/snapshots/${snap.id}/chunks/${snap.manifest[0].id}`);
+    const bytesBefore = await stored();
     const forged = await sealChunk(keys, id, Buffer.from('ransomware was here'), 'manifest');
     const r1 = await client.request('POST', '/v1/chunks', encodeUploadBatch([{ id, blob: forged }]));
     expect(r1.status).to.equal(422);
@@ -93,7 +93,7 @@ describe('integration: append-only agents and hostile input', function () {
     const again = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob: await sealChunk(keys, pid, plain, 'data') }]))).toString());
     expect(first).to.deep.equal({ stored: 1, existed: 0 });
     expect(again).to.deep.equal({ stored: 0, existed: 1 });
-    expect(fs.readFileSync(file).equals(bytesBefore)).to.equal(true);
+    expect((await stored()).equals(bytesBefore)).to.equal(true);
   });
 
   it('rejects garbage of every kind with a 4xx and keeps serving with the store unchanged', async () => {

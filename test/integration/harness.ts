@@ -83,7 +83,7 @@ export class Harness {
         else out.push(`${path.relative(this.data, p)}:${fs.statSync(p).size}`);
       }
     };
-    for (const sub of ['chunks', 'refs']) if (fs.existsSync(path.join(this.data, sub))) walk(path.join(this.data, sub));
+    for (const sub of ['chunks', 'packs', 'refs']) if (fs.existsSync(path.join(this.data, sub))) walk(path.join(this.data, sub));
     return out.sort();
   }
 

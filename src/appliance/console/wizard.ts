@@ -253,6 +253,9 @@ export class Wizard implements View {
           const mode = MODES[this.startSel].mode;
           if (mode !== this.mode) this.diskConfirmed = false;
           this.mode = mode;
+          // Only a primary links to a secondary (a choice made before going back does not carry over).
+          if (mode !== 'primary') this.target = null;
+          else if (!this.secLater) this.target = parseSecondaryOrNull(this.secAddress.value, this.secToken.value);
           this.go(this.flow[0]);
         }
         return;
@@ -794,6 +797,14 @@ export class Wizard implements View {
       fg('blue', ' N: a token for another primary. Enter: the dashboard.'),
     );
     return L;
+  }
+}
+
+function parseSecondaryOrNull(address: string, token: string): SecondaryTarget | null {
+  try {
+    return parseSecondary({ address, token });
+  } catch {
+    return null;
   }
 }
 

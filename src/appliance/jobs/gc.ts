@@ -42,6 +42,10 @@ export interface GcReport {
   bytes_freed: number;
   orphan_files_removed: number;
   orphan_refs_removed: number;
+  /** pack files deleted (nothing in them referenced) and rewritten (mostly dead) */
+  packs_removed: number;
+  packs_compacted: number;
+  pack_bytes_reclaimed: number;
   duration_s: number;
   peak_rss_mb: number;
 }
@@ -99,6 +103,7 @@ export async function runGc(box: StoreSpace, opts: GcOptions = {}): Promise<GcRe
     await step('candidates');
 
     // Sweep, batch by batch under the commit lock.
+    const touchedPacks = new Set<string>();
     let freed = 0;
     let bytesFreed = 0;
     const cand = candidates.result;
@@ -117,7 +122,8 @@ export async function runGc(box: StoreSpace, opts: GcOptions = {}): Promise<GcRe
         }
         const gone = catalog.deleteChunkRows(batch, cutoff);
         // Files go inside the lock too: an upload of the same id waits and then finds neither row nor file.
-        await parallel(gone, 16, (d) => blobs.remove(d.id));
+        await parallel(gone.filter((d) => d.pack === null), 16, (d) => blobs.remove(d.id));
+        for (const d of gone) if (d.pack !== null) touchedPacks.add(d.pack);
         return gone;
       });
       for (const d of deleted) {
@@ -147,6 +153,9 @@ export async function runGc(box: StoreSpace, opts: GcOptions = {}): Promise<GcRe
         return n;
       });
     }
+    // Packs: one no row points into any more is deleted; one mostly dead is rewritten with its
+    // live blobs (under the commit lock, so no upload or commit interleaves).
+    const packs = await sweepPacks(box, touchedPacks, cutoff);
     let orphanRefs = 0;
     const snaps = new Set(catalog.allSnapshotIds());
     for (const name of fs.readdirSync(store.refsDir)) {
@@ -167,6 +176,9 @@ export async function runGc(box: StoreSpace, opts: GcOptions = {}): Promise<GcRe
       bytes_freed: bytesFreed,
       orphan_files_removed: orphanFiles,
       orphan_refs_removed: orphanRefs,
+      packs_removed: packs.removed,
+      packs_compacted: packs.compacted,
+      pack_bytes_reclaimed: packs.bytes,
       duration_s: (now() - started) / 1000,
       peak_rss_mb: Math.round(peak / 1e6),
     };
@@ -178,6 +190,54 @@ export async function runGc(box: StoreSpace, opts: GcOptions = {}): Promise<GcRe
     opts.log?.error('gc.failed', { err: errorMessage(err) });
     throw err;
   }
+}
+
+/** A pack is compacted when less than this fraction of it is still referenced. */
+const COMPACT_BELOW = 0.5;
+
+async function sweepPacks(box: StoreSpace, touched: Set<string>, cutoff: number): Promise<{ removed: number; compacted: number; bytes: number }> {
+  const { catalog, store, blobs } = box;
+  let removed = 0;
+  let compacted = 0;
+  let bytes = 0;
+  for (const name of blobs.listPacks()) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(blobs.packPath(name));
+    } catch {
+      continue;
+    }
+    await store.commitLock.run(async () => {
+      const live = catalog.db.prepare('SELECT id, size, offset FROM chunks WHERE pack = ? ORDER BY offset').all(name) as { id: Buffer; size: number; offset: number }[];
+      if (live.length === 0) {
+        // Emptied by this sweep, or a crash leftover (published, never recorded) old enough.
+        if (touched.has(name) || st.mtimeMs < cutoff) {
+          await blobs.removePack(name);
+          removed++;
+          bytes += st.size;
+        }
+        return;
+      }
+      const liveBytes = live.reduce((n, r) => n + r.size, 0);
+      if (!touched.has(name) || liveBytes >= COMPACT_BELOW * st.size) return;
+      const items: { id: Buffer; blob: Buffer }[] = [];
+      for (const r of live) items.push({ id: r.id, blob: await blobs.getPacked(name, r.offset, r.size) });
+      const fresh = await blobs.stagePack(items);
+      try {
+        await blobs.publishPack(fresh);
+        const move = catalog.db.prepare('UPDATE chunks SET pack = ?, offset = ? WHERE id = ? AND pack = ?');
+        catalog.db.transaction(() => {
+          for (const e of fresh.entries) move.run(fresh.name, e.offset, e.id, name);
+        })();
+      } finally {
+        await fs.promises.rm(fresh.tmp, { force: true }).catch(() => undefined);
+      }
+      await blobs.removePack(name);
+      compacted++;
+      bytes += st.size - liveBytes;
+    });
+  }
+  return { removed, compacted, bytes };
 }
 
 async function parallel<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {

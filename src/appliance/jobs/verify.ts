@@ -59,7 +59,7 @@ export async function runVerify(box: StoreSpace, opts: VerifyOptions = {}): Prom
       // Reads run a few files ahead of the (synchronous) checks.
       const reads: Promise<Buffer | Error>[] = [];
       const read = (i: number): void => {
-        if (i < ids.length) reads[i] = box.blobs.get(ids[i]).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+        if (i < ids.length) reads[i] = box.store.getBlob(ids[i]).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
       };
       for (let i = 0; i < 4; i++) read(i);
       for (let i = 0; i < ids.length; i++) {
@@ -107,7 +107,11 @@ async function quarantine(box: StoreSpace, id: Buffer, reason: string): Promise<
   const dest = path.join(qdir, `${hex}.${Date.now()}`);
   await box.store.commitLock.run(async () => {
     try {
-      await fs.promises.rename(box.blobs.pathOf(id), dest);
+      const loc = box.catalog.chunkLocation(id);
+      if (loc && loc.pack !== null && loc.offset !== null) {
+        // A packed blob is copied out (the pack holds other, good blobs); its row goes below.
+        await fs.promises.writeFile(dest, await box.blobs.getPacked(loc.pack, loc.offset, loc.size), { mode: 0o600 });
+      } else await fs.promises.rename(box.blobs.pathOf(id), dest);
     } catch {
       /* unreadable or gone: still drop the row so a good copy can be uploaded */
     }
@@ -143,7 +147,7 @@ async function affected(box: StoreSpace, id: Buffer): Promise<BadChunk['snapshot
       async function* manifestBytes(): AsyncGenerator<Buffer> {
         for (const m of s.manifest) {
           const mid = Buffer.from(m.id, 'hex');
-          yield openChunk(keys!, mid, await box.blobs.get(mid));
+          yield openChunk(keys!, mid, await box.store.getBlob(mid));
         }
       }
       const { entries } = await readManifest(manifestBytes());

@@ -40,6 +40,7 @@ export class PeerSpace implements StoreSpace {
   }
 
   close(): void {
+    this.blobs.closePacks();
     this.catalog.close();
   }
 }

@@ -252,7 +252,7 @@ export class Replicator {
   }
 
   private async pushSnapshot(client: BoxClient, s: SnapshotInfo, report: CycleReport, limiter: RateLimiter, progress: (pendingBytes: number) => void): Promise<void> {
-    const { store, catalog, blobs } = this.box;
+    const { store, catalog } = this.box;
     const refs = await fs.promises.readFile(store.refsPath(s.id));
     const missing: Buffer[] = [];
     for (let off = 0; off < refs.length; off += MAX_MISSING_QUERY * CHUNK_ID_BYTES) {
@@ -278,7 +278,7 @@ export class Replicator {
       if (this.stopped) return;
       let blob: Buffer;
       try {
-        blob = await blobs.get(Buffer.from(id));
+        blob = await store.getBlob(Buffer.from(id));
       } catch {
         throw new CairnError('CAIRN_CHUNK_MISSING', `chunk ${id.toString('hex').slice(0, 16)}… of snapshot ${s.id} is not readable here (run cairnd verify); that snapshot is not replicated yet`);
       }

@@ -13,7 +13,7 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
  * Invariant: a chunk row exists only after its blob is durable; a snapshot row exists only
  * after its refs file is durable and every id in it has a chunk row.
  */
-export const CATALOG_SCHEMA_VERSION = 3;
+export const CATALOG_SCHEMA_VERSION = 4;
 export const DEFAULT_KEEP = 30;
 
 export type JobKind = 'backup' | 'gc' | 'verify' | 'retention' | 'replication' | 'flowback';
@@ -38,6 +38,12 @@ export interface SourceRow {
   last_snapshot: number | null;
 }
 export const MAX_FAILED_TOKEN_ATTEMPTS = 5;
+
+export interface ChunkLocation {
+  size: number;
+  pack: string | null;
+  offset: number | null;
+}
 
 export interface AgentRegistryRow {
   id: string;
@@ -94,7 +100,8 @@ export function hashSecret(secret: Buffer | string): Buffer {
 export class Catalog {
   readonly db: Database.Database;
   private readonly hasChunkStmt: Database.Statement<[Buffer], { x: number }>;
-  private readonly insertChunk: Database.Statement<[Buffer, number, number, number, Buffer | null]>;
+  private readonly insertChunk: Database.Statement<[Buffer, number, number, number, Buffer | null, string | null, number | null]>;
+  private readonly locateStmt: Database.Statement<[Buffer], ChunkLocation>;
   private readonly seeChunk: Database.Statement<[number, Buffer]>;
 
   constructor(file: string, opts: { readonly?: boolean } = {}) {
@@ -107,8 +114,9 @@ export class Catalog {
       this.migrate();
     }
     this.hasChunkStmt = this.db.prepare('SELECT 1 AS x FROM chunks WHERE id = ?');
-    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at, sha256) VALUES (?, ?, ?, ?, ?)');
+    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at, sha256, pack, offset) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.seeChunk = this.db.prepare('UPDATE chunks SET seen_at = ? WHERE id = ?');
+    this.locateStmt = this.db.prepare('SELECT size, pack, offset FROM chunks WHERE id = ?');
   }
 
   private migrate(): void {
@@ -159,6 +167,16 @@ export class Catalog {
           escrow_access_hash BLOB, escrow_sealed_at TEXT);
         CREATE TABLE tombstones (id TEXT PRIMARY KEY, dropped_at INTEGER NOT NULL);
         UPDATE meta SET value = '3' WHERE key = 'schema';
+        COMMIT;`);
+    }
+    if (version < 4) {
+      // v4 (packs): small blobs live in pack files; pack NULL means a file of its own.
+      this.db.exec(`
+        BEGIN;
+        ALTER TABLE chunks ADD COLUMN pack TEXT;
+        ALTER TABLE chunks ADD COLUMN offset INTEGER;
+        CREATE INDEX chunks_by_pack ON chunks (pack) WHERE pack IS NOT NULL;
+        UPDATE meta SET value = '4' WHERE key = 'schema';
         COMMIT;`);
     }
   }
@@ -436,10 +454,10 @@ export class Catalog {
     return out;
   }
 
-  addChunks(rows: { id: Buffer; size: number; sha256?: Buffer }[], now = Date.now()): void {
+  addChunks(rows: { id: Buffer; size: number; sha256?: Buffer; pack?: string; offset?: number }[], now = Date.now()): void {
     const tx = this.db.transaction(() => {
       for (const r of rows) {
-        this.insertChunk.run(r.id, r.size, now, now, r.sha256 ?? null);
+        this.insertChunk.run(r.id, r.size, now, now, r.sha256 ?? null, r.pack ?? null, r.offset ?? null);
         this.seeChunk.run(now, r.id);
       }
     });
@@ -447,16 +465,26 @@ export class Catalog {
   }
 
   /** Deletes chunk rows that were not seen since `cutoff`; returns the rows actually deleted. */
-  deleteChunkRows(ids: Buffer[], cutoff: number): { id: Buffer; size: number }[] {
-    const del = this.stmt('DELETE FROM chunks WHERE id = ? AND seen_at < ? RETURNING size');
-    const out: { id: Buffer; size: number }[] = [];
+  deleteChunkRows(ids: Buffer[], cutoff: number): { id: Buffer; size: number; pack: string | null }[] {
+    const del = this.stmt('DELETE FROM chunks WHERE id = ? AND seen_at < ? RETURNING size, pack');
+    const out: { id: Buffer; size: number; pack: string | null }[] = [];
     this.db.transaction(() => {
       for (const id of ids) {
-        const r = del.get(id, cutoff) as { size: number } | undefined;
-        if (r) out.push({ id, size: r.size });
+        const r = del.get(id, cutoff) as { size: number; pack: string | null } | undefined;
+        if (r) out.push({ id, size: r.size, pack: r.pack });
       }
     })();
     return out;
+  }
+
+  /** Where a chunk's blob is: its own file (pack null) or a range of a pack file. */
+  chunkLocation(id: Buffer): ChunkLocation | undefined {
+    return this.locateStmt.get(id);
+  }
+
+  /** Whether any chunk row still points into a pack. */
+  packInUse(name: string): boolean {
+    return this.stmt('SELECT 1 FROM chunks WHERE pack = ? LIMIT 1').get(name) !== undefined;
   }
 
   /** All chunk rows in id order (for GC and verify; ids only, 32 bytes each). */

@@ -4,7 +4,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { CairnError } from '../../core/errors';
 import { openChunk, parseChunkHeader } from '../../core/chunk-codec';
 import { DataKeys } from '../../core/keys';
-import { LocalBlobStore, StagedBlob } from './blob-store';
+import { LocalBlobStore, StagedBlob, StagedPack } from './blob-store';
+
+/** Blobs smaller than this share pack files (see blob-store.ts). */
+export const PACK_MAX_BLOB = 512 * 1024;
 import { Catalog } from './catalog';
 import { fsyncDirAsync, ioError } from './durable';
 import { CHUNK_ID_BYTES } from '../../core/chunk-id';
@@ -101,32 +104,54 @@ export class ChunkStore {
       }
     }
     // Write and fsync outside the lock (the slow part), then publish and record under it, so GC
-    // never deletes a file between our link and our row.
+    // never deletes a file between our link and our row. Small blobs go into one pack file.
+    const small = fresh.filter((f) => f.blob.length < PACK_MAX_BLOB);
+    const packed = small.length >= 2 ? small : [];
+    const loose = packed.length ? fresh.filter((f) => f.blob.length >= PACK_MAX_BLOB) : fresh;
     const staged: StagedBlob[] = [];
+    let pack: StagedPack | undefined;
     try {
-      const queue = fresh.slice();
+      const queue = loose.slice();
       const worker = async (): Promise<void> => {
         for (let it = queue.shift(); it; it = queue.shift()) staged.push(await this.blobs.stage(it.id, it.blob));
       };
-      await Promise.all(Array.from({ length: Math.min(8, fresh.length) }, worker));
+      const packing = packed.length ? this.blobs.stagePack(packed).then((p) => (pack = p)) : undefined;
+      await Promise.all([...Array.from({ length: Math.min(8, loose.length) }, worker), packing]);
       const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
-    // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
-    const sums = this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()]));
+      // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
+      const sums = this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()]));
       return await this.commitLock.run(async () => {
         const todo = staged.filter((st) => !this.catalog.hasChunk(st.id));
-        existed += staged.length - todo.length;
+        const packTodo = pack ? pack.entries.filter((e) => !this.catalog.hasChunk(e.id)) : [];
+        existed += staged.length - todo.length + (pack ? pack.entries.length - packTodo.length : 0);
         await this.blobs.publish(todo, true);
-        this.catalog.addChunks(todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')) })));
-        return { stored: todo.length, existed };
+        if (pack && packTodo.length) await this.blobs.publishPack(pack);
+        this.catalog.addChunks([
+          ...todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')) })),
+          ...packTodo.map((e) => ({ id: e.id, size: e.size, sha256: sums?.get(e.id.toString('hex')), pack: pack!.name, offset: e.offset })),
+        ]);
+        return { stored: todo.length + packTodo.length, existed };
       });
     } finally {
       await this.blobs.discard(staged);
+      if (pack) await fs.promises.rm(pack.tmp, { force: true }).catch(() => undefined);
     }
   }
 
+  /** A stored blob, from its own file or from its pack. */
   async getBlob(id: Buffer): Promise<Buffer> {
+    const read = async (): Promise<Buffer> => {
+      const loc = this.catalog.chunkLocation(id);
+      if (loc && loc.pack !== null && loc.offset !== null) return this.blobs.getPacked(loc.pack, loc.offset, loc.size);
+      return this.blobs.get(id);
+    };
     try {
-      return await this.blobs.get(id);
+      try {
+        return await read();
+      } catch {
+        // GC may have just rewritten the pack it was in (compaction): look it up once more.
+        return await read();
+      }
     } catch {
       throw new CairnError('CAIRN_CHUNK_MISSING', `chunk ${id.toString('hex').slice(0, 16)}… is not in the store`);
     }
