@@ -253,9 +253,8 @@ export class Wizard implements View {
           const mode = MODES[this.startSel].mode;
           if (mode !== this.mode) this.diskConfirmed = false;
           this.mode = mode;
-          // Only a primary links to a secondary (a choice made before going back does not carry over).
-          if (mode !== 'primary') this.target = null;
-          else if (!this.secLater) this.target = parseSecondaryOrNull(this.secAddress.value, this.secToken.value);
+          // Only a primary links to a secondary (its Secondary step sets the target again).
+          this.target = null;
           this.go(this.flow[0]);
         }
         return;
@@ -797,14 +796,6 @@ export class Wizard implements View {
       fg('blue', ' N: a token for another primary. Enter: the dashboard.'),
     );
     return L;
-  }
-}
-
-function parseSecondaryOrNull(address: string, token: string): SecondaryTarget | null {
-  try {
-    return parseSecondary({ address, token });
-  } catch {
-    return null;
   }
 }
 
