@@ -15,6 +15,9 @@
 #   --work DIR           scratch directory (default: a fresh dir under /tmp, removed at the end)
 #   --cache DIR          download/build cache (default /tmp/cairn-image-cache)
 #   --no-app-build       use the repository's existing dist/ instead of running `npm run build`
+#   --addons-qemu        arm64 on amd64: compile native addons under qemu-user (~40 min) instead
+#                        of with the aarch64 cross compiler
+#   --no-addon-cache     neither use nor fill the native-addon cache ($CACHE/addons)
 set -euo pipefail
 # The whole script is one function, parsed before it runs: editing build.sh during a build
 # cannot change the running build.
@@ -22,7 +25,7 @@ main() {
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OSDEF=$REPO/appliance-os
-ARCH='' OUT='' RAW='' WORK='' CACHE=/tmp/cairn-image-cache APP_BUILD=1 KEEP_WORK=0
+ARCH='' OUT='' RAW='' WORK='' CACHE=/tmp/cairn-image-cache APP_BUILD=1 KEEP_WORK=0 ADDONS_QEMU=0 ADDON_CACHE_USE=1
 
 usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ $# -gt 0 ]; do
@@ -33,6 +36,8 @@ while [ $# -gt 0 ]; do
     --work) WORK=${2:-}; KEEP_WORK=1; shift 2 ;;
     --cache) CACHE=${2:-}; shift 2 ;;
     --no-app-build) APP_BUILD=0; shift ;;
+    --addons-qemu) ADDONS_QEMU=1; shift ;;
+    --no-addon-cache) ADDON_CACHE_USE=0; shift ;;
     -h|--help) usage ;;
     *) echo "build.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -46,7 +51,13 @@ if [ -z "$WORK" ]; then WORK=$(mktemp -d /tmp/cairn-image-work.XXXXXX); fi
 mkdir -p "$WORK"
 LOG=$OUT.log
 : > "$LOG"
-exec > >(tee -a "$LOG") 2>&1
+# The log file is the build's own stdout and stderr; `tail` mirrors it to the caller. A caller
+# that stops reading (a closed pipe, a killed terminal or test runner) kills only the mirror:
+# the build itself never writes to a pipe, so it cannot die of SIGPIPE half way (as it did
+# through `exec > >(tee ...)`, in mmdebstrap's rootfs stage).
+exec 3>&1 >>"$LOG" 2>&1
+tail -n +1 --pid=$$ -f "$LOG" >&3 2>/dev/null &
+exec 3>&-
 
 # ---- the OS definition, read as data ------------------------------------------------------
 conf() { # conf FILE KEY -> value of KEY=value (first match), '' if absent
@@ -96,9 +107,18 @@ cleanup() {
     mountpoint -q "$m" 2>/dev/null && umount -l "$m" || true
   done
   if [ $rc -ne 0 ]; then echo "!!! [$ARCH] build failed in stage ${STAGE:-?} (exit $rc); log: $LOG"; fi
-  if [ "$KEEP_WORK" = 0 ] && [ $rc -eq 0 ]; then rm -rf "$WORK"; fi
+  # Never delete through a mount that is still there (a chroot's /dev is the host's).
+  if grep -q " $WORK/" /proc/mounts; then
+    echo "!!! [$ARCH] still mounted under $WORK; left in place"
+  elif [ "$KEEP_WORK" = 0 ] && [ $rc -eq 0 ]; then
+    rm -rf "$WORK"
+  fi
 }
 trap cleanup EXIT
+# A signal ends the build as a failure (the EXIT trap alone saw status 0 after a SIGTERM).
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 chroot_mounts() { # bind the API filesystems a chroot build needs
   local r=$1
@@ -160,55 +180,119 @@ mkdir -p "$WORK/app/docs" && cp "$REPO/docs/appliance-os.md" "$WORK/app/docs/"
 # lz4-napi's), without running install scripts: native addons are built in the target chroot.
 (cd "$WORK/app" && npm ci --silent --omit=dev --ignore-scripts --no-audit --no-fund --os=linux --cpu="$NPM_CPU" --libc=glibc)
 
-stage builder
-# A throwaway Debian chroot of the target architecture with a compiler: native addons are
-# built there against the target's node headers (under qemu-user for arm64).
-BUILDER_CACHE=$CACHE/builder-$RELEASE-$ARCH
-if [ ! -x "$BUILDER_CACHE/usr/bin/g++" ]; then
-  rm -rf "$BUILDER_CACHE.tmp"
-  mmdebstrap --mode=root --format=directory --arch="$ARCH" --variant=apt --include="$BUILD_PACKAGES" \
-    "$RELEASE" "$BUILDER_CACHE.tmp" "deb $MIRROR $RELEASE main"
-  rm -rf "$BUILDER_CACHE" && mv "$BUILDER_CACHE.tmp" "$BUILDER_CACHE"
-fi
-rm -rf "$WORK/builder" && cp -a "$BUILDER_CACHE" "$WORK/builder"
+# How native addons (better-sqlite3, rpio; sodium-native and lz4-napi come prebuilt) are built:
+#   native  target = host architecture: in a builder chroot of that architecture.
+#   cross   arm64 on an amd64 host (default there): in an amd64 builder chroot with Debian's
+#           aarch64 cross compiler (gcc 12 against bookworm's arm64 glibc, the image's own),
+#           node-gyp --arch=arm64 against the target node's headers; node-gyp and the build's
+#           helper scripts run on the host's node. About 2 min instead of ~40 under qemu-user.
+#   qemu    (--addons-qemu) in an arm64 builder chroot under qemu-user.
+# The result (node_modules, trimmed) is cached under $CACHE/addons, keyed by the package-lock,
+# node version, arch, mode and this recipe's version: a rebuild with the same lock skips both
+# stages. Either way, every .node file's architecture is checked here, and the addons are
+# loaded by the target's node inside the finished root filesystem (customize stage).
+HOST_ARCH=$(dpkg --print-architecture)
+if [ "$ARCH" = "$HOST_ARCH" ]; then ADDONS=native
+elif [ "$ARCH" = arm64 ] && [ "$HOST_ARCH" = amd64 ] && [ "$ADDONS_QEMU" = 0 ]; then ADDONS=cross
+else ADDONS=qemu; fi
+ADDON_RECIPE=2
+ADDON_KEY=$( { cat "$WORK/app/package-lock.json"; echo "node=$NODE_VERSION arch=$ARCH mode=$ADDONS release=$RELEASE recipe=$ADDON_RECIPE"; } | sha256sum | cut -c1-16)
+ADDON_CACHE=$CACHE/addons/$ARCH-$ADDONS-$ADDON_KEY.tar
+echo "addons: mode $ADDONS, cache key $ADDON_KEY"
+if [ "$ADDON_CACHE_USE" = 1 ] && [ -s "$ADDON_CACHE" ]; then
+  stage addons
+  echo "addons: reusing $ADDON_CACHE (same package-lock.json, node $NODE_VERSION, $ARCH, $ADDONS)"
+  rm -rf "$WORK/app/node_modules" && tar -xf "$ADDON_CACHE" -C "$WORK/app"
+else
+  stage builder
+  # A throwaway Debian chroot with a compiler, cached per architecture and package set.
+  BARCH=$ARCH BPKGS=$BUILD_PACKAGES
+  if [ "$ADDONS" = cross ]; then BARCH=$HOST_ARCH BPKGS="$BPKGS,g++-aarch64-linux-gnu"; fi
+  BUILDER_CACHE=$CACHE/builder-$RELEASE-$BARCH-$(echo "$BPKGS" | sha256sum | cut -c1-8)
+  if [ ! -x "$BUILDER_CACHE/usr/bin/g++" ]; then
+    rm -rf "$BUILDER_CACHE.tmp"
+    mmdebstrap --mode=root --format=directory --arch="$BARCH" --variant=apt --include="$BPKGS" \
+      "$RELEASE" "$BUILDER_CACHE.tmp" "deb $MIRROR $RELEASE main"
+    rm -rf "$BUILDER_CACHE" && mv "$BUILDER_CACHE.tmp" "$BUILDER_CACHE"
+  fi
+  rm -rf "$WORK/builder" && cp -a "$BUILDER_CACHE" "$WORK/builder"
 
-stage addons
-B=$WORK/builder
-mkdir -p "$B/opt/cairn" "$B/opt/npm" "$B/build"
-cp -a "$WORK/node" "$B/opt/cairn/node"
-# npm (and its node-gyp) is plain JavaScript: the host's copy runs on the target's node.
-rm -rf "$B/opt/npm" && cp -a "$(realpath "$(dirname "$(readlink -f "$(command -v npm)")")/..")" "$B/opt/npm"
-cp -a "$WORK/app" "$B/build/app"
-chroot_mounts "$B"
-# Offline on purpose: --build-from-source keeps prebuild-install from trying to download.
-chroot "$B" /usr/bin/env -i PATH=/opt/cairn/node/bin:/usr/bin:/bin HOME=/root JOBS=max \
-  npm_config_nodedir=/opt/cairn/node npm_config_build_from_source=true npm_config_offline=true \
-  sh -c 'cd /build/app && node /opt/npm/bin/npm-cli.js rebuild --foreground-scripts 2>&1 | tail -n 25'
-chroot "$B" /usr/bin/env -i PATH=/opt/cairn/node/bin:/usr/bin:/bin sh -c 'cd /build/app && node -e "
-  const Db = require(\"better-sqlite3\"); const db = new Db(\":memory:\"); db.exec(\"create table t(x)\");
-  require(\"sodium-native\"); const lz4 = require(\"lz4-napi\"); lz4.compressSync(Buffer.from(\"cairn\"));
-  require(\"rpio\");
-  console.log(\"addons load on \" + process.arch + \" (node \" + process.version + \")\");"'
-chroot_umounts "$B"
-rm -rf "$WORK/app" && mv "$B/build/app" "$WORK/app"
-# What a running box does not need from the addon builds.
-rm -rf "$WORK/app/node_modules/better-sqlite3/deps" "$WORK/app/node_modules/better-sqlite3/src" \
-  "$WORK/app/node_modules/better-sqlite3/build/Release/obj" "$WORK/app/node_modules/better-sqlite3/build/Release/obj.target" \
-  "$WORK/app/node_modules/better-sqlite3/build/Release/.deps" "$WORK/app/node_modules/better-sqlite3/build/Release/test_extension.node" \
-  "$WORK/app/node_modules/better-sqlite3/build/deps" "$WORK/app/node_modules/rpio/build/Release/obj.target" \
-  "$WORK/app/node_modules/rpio/build/Release/.deps"
-find "$WORK/app/node_modules/sodium-native/prebuilds" -mindepth 1 -maxdepth 1 ! -name "linux-$NPM_CPU" -exec rm -rf {} +
-rm -rf "$WORK/builder"
+  stage addons
+  B=$WORK/builder
+  mkdir -p "$B/opt/cairn" "$B/build"
+  # /opt/cairn/node: the target's node (its headers are what the addons compile against).
+  cp -a "$WORK/node" "$B/opt/cairn/node"
+  RUN_NODE=/opt/cairn/node
+  CROSS_ENV=()
+  if [ "$ADDONS" = cross ]; then
+    # The host's node runs npm, node-gyp and the packages' gyp helpers (`node -e`, copy.js).
+    HOST_NODE_PKG=node-linux-$([ "$HOST_ARCH" = amd64 ] && echo x64 || echo "$HOST_ARCH")
+    HOST_NODE_TGZ=$CACHE/node/$HOST_NODE_PKG-$NODE_VERSION.tgz
+    [ -s "$HOST_NODE_TGZ" ] || (cd "$CACHE/node" && npm pack --silent "$HOST_NODE_PKG@$NODE_VERSION" >/dev/null)
+    mkdir -p "$B/opt/host-node"
+    tar -xzf "$HOST_NODE_TGZ" -C "$B/opt/host-node" --strip-components=1 package/bin/node
+    RUN_NODE=/opt/host-node
+    CROSS_ENV=(npm_config_arch=arm64 npm_config_target_arch=arm64
+      CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ AR=aarch64-linux-gnu-ar
+      CC_host=gcc CXX_host=g++ LINK_host=g++ AR_host=ar)
+  fi
+  # npm (and its node-gyp) is plain JavaScript: the host's copy runs on either node.
+  rm -rf "$B/opt/npm" && cp -a "$(realpath "$(dirname "$(readlink -f "$(command -v npm)")")/..")" "$B/opt/npm"
+  cp -a "$WORK/app" "$B/build/app"
+  chroot_mounts "$B"
+  # Offline on purpose: --build-from-source keeps prebuild-install from trying to download.
+  # The whole npm output goes to the log (it used to be cut to its last lines).
+  chroot "$B" /usr/bin/env -i PATH=$RUN_NODE/bin:/usr/bin:/bin HOME=/root JOBS=max \
+    npm_config_nodedir=/opt/cairn/node npm_config_build_from_source=true npm_config_offline=true \
+    "${CROSS_ENV[@]}" \
+    sh -c 'cd /build/app && node /opt/npm/bin/npm-cli.js rebuild --foreground-scripts'
+  chroot_umounts "$B"
+  rm -rf "$WORK/app" && mv "$B/build/app" "$WORK/app"
+  # What a running box does not need from the addon builds.
+  rm -rf "$WORK/app/node_modules/better-sqlite3/deps" "$WORK/app/node_modules/better-sqlite3/src" \
+    "$WORK/app/node_modules/better-sqlite3/build/Release/obj" "$WORK/app/node_modules/better-sqlite3/build/Release/obj.target" \
+    "$WORK/app/node_modules/better-sqlite3/build/Release/.deps" "$WORK/app/node_modules/better-sqlite3/build/Release/test_extension.node" \
+    "$WORK/app/node_modules/better-sqlite3/build/deps" "$WORK/app/node_modules/rpio/build/Release/obj.target" \
+    "$WORK/app/node_modules/rpio/build/Release/.deps"
+  find "$WORK/app/node_modules/sodium-native/prebuilds" -mindepth 1 -maxdepth 1 ! -name "linux-$NPM_CPU" -exec rm -rf {} +
+  rm -rf "$WORK/builder"
+  if [ "$ADDON_CACHE_USE" = 1 ]; then
+    mkdir -p "$CACHE/addons"
+    tar -cf "$ADDON_CACHE.tmp" -C "$WORK/app" node_modules && mv -f "$ADDON_CACHE.tmp" "$ADDON_CACHE"
+    echo "addons: cached as $ADDON_CACHE"
+  fi
+fi
+# Every native addon must be a binary for the target (a host binary that slipped through
+# would only fail on the box, at the first require).
+WANT_ELF=$([ "$ARCH" = arm64 ] && echo 'ARM aarch64' || echo 'x86-64')
+bad=0 n=0
+while IFS= read -r -d '' f; do
+  n=$((n + 1))
+  desc=$(file -b "$f")
+  echo "  addon ${f#"$WORK/app/node_modules/"}: ${desc%%, BuildID*}"
+  case "$desc" in *"ELF 64-bit LSB"*"$WANT_ELF"*) ;; *) bad=1 ;; esac
+done < <(find "$WORK/app/node_modules" -name '*.node' -type f -print0)
+[ "$n" -ge 4 ] || { echo "expected at least 4 native addons, found $n"; exit 1; }
+[ "$bad" = 0 ] || { echo "a native addon is not an $WANT_ELF binary"; exit 1; }
 
 # ---- 4. the root filesystem --------------------------------------------------------------------------
 stage rootfs
 R=$WORK/rootfs
 rm -rf "$R" && mkdir -p "$R" "$CACHE/apt-$ARCH"
-SETUP_HOOKS=()
-if [ "$BOOT" = raspi-firmware ]; then
-  # raspi-firmware's kernel hook writes cmdline.txt from these when the kernel is installed.
-  SETUP_HOOKS+=(--setup-hook='mkdir -p "$1/etc/default" && printf "ROOTPART=LABEL=cairn-root\nCONSOLES=\"tty1\"\n" > "$1/etc/default/raspi-firmware"')
-fi
+# /etc/default/raspi-firmware is a conffile of raspi-firmware: it is written in the customize
+# stage, not before the package is installed (a file already there makes dpkg prompt, and fail
+# without a terminal, "end of file on stdin at conffile prompt").
+# The initramfs is made once, in the customize stage, once fstab and mdadm.conf are in place.
+# While packages install, update-initramfs is diverted to a no-op: the kernel, mdadm,
+# busybox and initramfs-tools each ask for one (each run took minutes under qemu-user).
+cat > "$WORK/defer-initramfs" <<'HOOK'
+#!/bin/sh
+set -e
+chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.cairn-deferred --add /usr/sbin/update-initramfs
+printf '#!/bin/sh\n# Cairn image build: the initramfs is made once, in the customize stage.\nexit 0\n' > "$1/usr/sbin/update-initramfs"
+chmod 0755 "$1/usr/sbin/update-initramfs"
+HOOK
+chmod 0755 "$WORK/defer-initramfs"
 mmdebstrap --mode=root --format=directory --arch="$ARCH" --variant="$VARIANT" \
   --components="$(echo "$COMPONENTS" | tr ' ' ',')" \
   --include="$PACKAGES" \
@@ -216,8 +300,8 @@ mmdebstrap --mode=root --format=directory --arch="$ARCH" --variant="$VARIANT" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --skip=essential/unlink \
+  --essential-hook="$WORK/defer-initramfs" \
   --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives/ && cp -a $CACHE/apt-$ARCH/. \"\$1\"/var/cache/apt/archives/ 2>/dev/null || true" \
-  "${SETUP_HOOKS[@]}" \
   --customize-hook="cp -a \"\$1\"/var/cache/apt/archives/*.deb $CACHE/apt-$ARCH/ 2>/dev/null || true" \
   "$RELEASE" "$R" \
   "deb $MIRROR $RELEASE $COMPONENTS" \
@@ -261,14 +345,26 @@ rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$R/etc/resolv.conf"
 ln -sf /usr/share/zoneinfo/Etc/UTC "$R/etc/localtime"
 echo "Etc/UTC" > "$R/etc/timezone"
-# The initramfs again, now that fstab, mdadm.conf and (arm64) raspi-firmware's settings are in
-# place; on arm64 its hook also refreshes /boot/firmware (kernel, initrd, DTBs, cmdline.txt).
+# The initramfs (the only one: it was deferred while packages installed), now that fstab,
+# mdadm.conf and (arm64) raspi-firmware's settings are in place.
 if [ "$BOOT" = raspi-firmware ]; then
   printf 'ROOTPART=LABEL=cairn-root\nCONSOLES="tty1"\n' > "$R/etc/default/raspi-firmware"
   echo "$CMDLINE" | sed -e 's/root=[^ ]*//' -e 's/console=[^ ]*//g' -e 's/ \{2,\}/ /g' -e 's/^ //' > "$R/etc/default/raspi-extra-cmdline"
 fi
 chroot_mounts "$R"
-chroot "$R" update-initramfs -u -k all
+rm -f "$R/usr/sbin/update-initramfs"
+chroot "$R" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+[ -x "$R/usr/sbin/update-initramfs" ] || { echo "update-initramfs did not come back from its diversion"; exit 1; }
+KVER=$(ls "$R/lib/modules" | sort -V | tail -1)
+rm -f "$R/boot/initrd.img-$KVER"
+chroot "$R" update-initramfs -c -k "$KVER"
+# The addons load in the image itself: the target's node, the image's glibc and libstdc++ (under
+# qemu-user for arm64 on another host, through binfmt_misc).
+chroot "$R" /usr/bin/env -i PATH="$NODE_DIR/bin:/usr/bin:/bin" sh -c "cd $APP_DIR && node -e '
+  const Db = require(\"better-sqlite3\"); const db = new Db(\":memory:\"); db.exec(\"create table t(x)\");
+  require(\"sodium-native\"); const lz4 = require(\"lz4-napi\"); lz4.compressSync(Buffer.from(\"cairn\"));
+  require(\"rpio\");
+  console.log(\"addons load in the image on \" + process.arch + \" (node \" + process.version + \")\");'"
 chroot_umounts "$R"
 # Trim what a box never uses at run time.
 rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/var/log/apt/* \
