@@ -325,4 +325,35 @@ describe('integration: secondary box (replication, continuity, escrow, recovery)
     expect(again.target).to.equal('box');
     for (const id of [...all, again.snapshot]) await restoreAndCheck(id, 'box');
   });
+
+  it('retention is mirrored (then GC frees it there); the secondary verifies its blobs without keys', async () => {
+    const r = await cairndJson<{ keep: number }>(['retention', '--data', P, '--source', 'docs', '--keep', '1']);
+    expect(r.keep).to.equal(1);
+    change('m7');
+    await backup();
+    expect((await snapshotsOn(P)).length).to.equal(1);
+    await cairndJson(['secondary', 'sync', '--data', P, '--json']);
+    const st = await cairndJson<{ primaries: { snapshots: number; chunks: number }[] }>(['secondary', 'status', '--data', S, '--json']);
+    expect(st.primaries[0].snapshots, 'the dropped snapshots are dropped on the secondary too').to.equal(1);
+    const gc = await cairndJson<{ chunks_freed: number; namespaces: number }>(['gc', '--data', S, '--grace', '0', '--json']);
+    expect(gc.namespaces).to.equal(1);
+    expect(gc.chunks_freed, 'GC on the secondary frees what only dropped snapshots held').to.be.greaterThan(0);
+    // Rot on the secondary's disk: its verify finds it by checksum (it has no keys).
+    const ns = path.join(S, 'peers', fs.readdirSync(path.join(S, 'peers'))[0], 'chunks');
+    const files: string[] = [];
+    const walk = (d: string): void => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        if (e.isDirectory()) walk(path.join(d, e.name));
+        else if (/^[0-9a-f]{64}$/.test(e.name)) files.push(path.join(d, e.name));
+      }
+    };
+    walk(ns);
+    const victim = files.sort((a, b) => fs.statSync(b).size - fs.statSync(a).size)[0];
+    const bytes = fs.readFileSync(victim);
+    bytes[bytes.length >> 1] ^= 0x01;
+    fs.writeFileSync(victim, bytes);
+    const v = await cairndJson<{ bad: { id: string; reason: string }[] }>(['verify', '--data', S, '--json']);
+    expect(v.bad.map((b) => b.id)).to.deep.equal([path.basename(victim)]);
+    expect(v.bad[0].reason).to.match(/checksum/);
+  });
 });
