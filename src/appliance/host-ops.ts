@@ -5,7 +5,8 @@ import si from 'systeminformation';
 import { CairnError, errorMessage } from '../core/errors';
 import { createHardware, Hardware, HwProfile, DiskInfo, RaidArray } from '../hw';
 import { chooseLevel, RaidLevel, RAID_LEVELS } from '../hw/mdadm-args';
-import { directPrivileged, helperPrivileged, Privileged } from '../hw/privileged';
+import { directPrivileged, Privileged } from '../hw/privileged';
+import { unprivilegedHelper } from '../hw/helper-socket';
 import { hostPaths } from '../hw/host-paths';
 import { execRunner } from '../hw/runner';
 import { activateBox } from './activation';
@@ -97,7 +98,7 @@ export function planArray(profile: HwProfile, disks: DiskInfo[], arrays: RaidArr
 
 function privilegedFor(): Privileged {
   if (typeof process.getuid === 'function' && process.getuid() === 0) return directPrivileged({ runner: execRunner(), paths: hostPaths('/') });
-  return helperPrivileged({ runner: execRunner(), command: ['/usr/bin/sudo', '-n', process.execPath, path.join(__dirname, '..', 'hw', 'disk-helper.js')] });
+  return unprivilegedHelper(execRunner(), path.join(__dirname, '..', 'hw', 'disk-helper.js'));
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {

@@ -1,8 +1,9 @@
+import fs from 'node:fs';
 import net from 'node:net';
 import { HwError } from './errors';
 import { HelperOp, checkConfirmation, helperArgv } from './helper-protocol';
-import { Privileged } from './privileged';
-import { CommandResult } from './runner';
+import { helperPrivileged, Privileged } from './privileged';
+import { CommandResult, CommandRunner } from './runner';
 
 /**
  * The client side of the socket-activated disk helper (systemd/cairn-disk-helper.socket). On
@@ -91,4 +92,15 @@ export function socketPrivileged(opts: { socketPath?: string } = {}): Privileged
       return requestHelper(socketPath, helperArgv(op), timeoutFor(op));
     },
   };
+}
+
+/**
+ * How an unprivileged cairnd reaches the disk helper: the socket when it exists (the appliance:
+ * cairn-disk-helper.socket; or $CAIRN_DISK_HELPER_SOCKET), else sudo (a box installed by hand
+ * with the sudoers line of docs/hardware.md).
+ */
+export function unprivilegedHelper(runner: CommandRunner, helperJs: string): Privileged {
+  const sock = process.env.CAIRN_DISK_HELPER_SOCKET ?? DEFAULT_HELPER_SOCKET;
+  if (fs.existsSync(sock)) return socketPrivileged({ socketPath: sock });
+  return helperPrivileged({ runner, command: ['/usr/bin/sudo', '-n', process.execPath, helperJs] });
 }

@@ -10,6 +10,7 @@ import { Leds, PatternLeds, nullLedDriver, gpioLedDriver, sysfsLedDriver, sysfsL
 import { Button, gpioButtonInput, DEFAULT_BUTTON_PIN } from './button';
 import { BoxHwStatus, BoxState } from './box-state';
 import { Privileged, directPrivileged, helperPrivileged } from './privileged';
+import { unprivilegedHelper } from './helper-socket';
 import { CommandRunner, execRunner } from './runner';
 import { openGpio } from './gpio';
 import { SimulatedBox, SimulatedDisks, SimulatedRaid } from './sim';
@@ -71,7 +72,7 @@ function choosePrivileged(o: HardwareOptions, paths: HostPaths, runner: CommandR
   if (o.privileged) return o.privileged;
   if (o.config?.helperCommand && o.config.helperCommand.length > 0) return helperPrivileged({ runner, command: o.config.helperCommand });
   if (isRoot()) return directPrivileged({ runner, paths });
-  return helperPrivileged({ runner, command: ['/usr/bin/sudo', '-n', process.execPath, path.join(__dirname, 'disk-helper.js')] });
+  return unprivilegedHelper(runner, path.join(__dirname, 'disk-helper.js'));
 }
 
 function chooseLeds(o: HardwareOptions, paths: HostPaths): LedDriver {

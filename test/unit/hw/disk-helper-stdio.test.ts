@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { hostPaths, HostPaths } from '../../../src/hw/host-paths';
 import { CommandRunner } from '../../../src/hw/runner';
 import { stdioMain, parseRequest, HelperReply } from '../../../src/hw/disk-helper';
-import { requestHelper, socketPrivileged } from '../../../src/hw/helper-socket';
+import { requestHelper, socketPrivileged, unprivilegedHelper } from '../../../src/hw/helper-socket';
 import { HwError } from '../../../src/hw/errors';
 import { fakeRoot } from './fixtures';
 
@@ -178,6 +178,35 @@ describe('hw/disk helper over its socket (--stdio and the socket client)', () =>
       for (let i = 0; i < 100 && exits.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
       expect(exits).to.deep.equal([0]);
     } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it('an unprivileged cairnd uses the helper socket when it exists, and sudo otherwise', async () => {
+    const p = sockPath();
+    const seen: string[] = [];
+    const server = net.createServer((conn) => {
+      conn.once('data', (d) => {
+        seen.push(d.toString().trim());
+        conn.end(JSON.stringify({ code: 0, stdout: 'via socket\n', stderr: '' }) + '\n');
+      });
+    });
+    await new Promise<void>((r) => server.listen(p, r));
+    const saved = process.env.CAIRN_DISK_HELPER_SOCKET;
+    try {
+      process.env.CAIRN_DISK_HELPER_SOCKET = p;
+      const rec = recorder();
+      const r = await unprivilegedHelper(rec, HELPER_JS).run({ op: 'detail', md: '/dev/md0' });
+      expect(r.stdout).to.equal('via socket\n');
+      expect(JSON.parse(seen[0])).to.deep.equal(['detail', '/dev/md0']);
+      expect(rec.calls).to.deep.equal([]);
+      process.env.CAIRN_DISK_HELPER_SOCKET = p + '.absent';
+      await unprivilegedHelper(rec, HELPER_JS).run({ op: 'detail', md: '/dev/md0' });
+      expect(rec.calls[0].command).to.equal('/usr/bin/sudo');
+      expect(rec.calls[0].args.slice(0, 1)).to.deep.equal(['-n']);
+    } finally {
+      if (saved === undefined) delete process.env.CAIRN_DISK_HELPER_SOCKET;
+      else process.env.CAIRN_DISK_HELPER_SOCKET = saved;
       await new Promise<void>((r) => server.close(() => r()));
     }
   });
