@@ -100,10 +100,13 @@ export async function backupFiles(home: AgentHome, client: BoxClient, keys: Data
   }
 }
 
-/** Chunk ids of a source's files cache that the store lacks (hex), asked in batches. */
+/**
+ * Chunk ids of a source's files cache that the store lacks (hex), asked in batches. Only the
+ * answer is kept (an id shared by several files may be asked twice): memory stays bounded by
+ * what is missing, not by the size of the source.
+ */
 async function absentCachedChunks(client: BoxClient, cache: FilesCache, source: string): Promise<Set<string>> {
   const absent = new Set<string>();
-  const seen = new Set<string>();
   let batch: Buffer[] = [];
   const ask = async (): Promise<void> => {
     if (!batch.length) return;
@@ -113,10 +116,7 @@ async function absentCachedChunks(client: BoxClient, cache: FilesCache, source: 
   };
   for (const list of cache.chunkLists(source)) {
     for (let off = 0; off < list.length; off += CHUNK_REF_BYTES) {
-      const hex = list.subarray(off, off + CHUNK_ID_BYTES).toString('hex');
-      if (seen.has(hex)) continue;
-      seen.add(hex);
-      batch.push(Buffer.from(hex, 'hex'));
+      batch.push(list.subarray(off, off + CHUNK_ID_BYTES));
       if (batch.length >= 16384) await ask();
     }
   }

@@ -3,6 +3,7 @@ import { constantTimeEqual } from '../core/keys';
 import { ContinuityInfo, NAMESPACE_HEADER } from '../core/peer-api';
 import { BoxClient, probeCertificate } from './box-client';
 import { AgentConfig, AgentHome } from './state';
+import { BoxClientClass, clientFor } from './pair';
 
 /**
  * Continuity ("Plan de Continuité de Sauvegarde"): where an agent's requests go.
@@ -26,9 +27,7 @@ export interface Target {
   reason?: string;
 }
 
-type ClientClass = new (...a: ConstructorParameters<typeof BoxClient>) => BoxClient;
-
-export function secondaryClient(config: AgentConfig, opts: { maxSockets?: number; clientClass?: ClientClass } = {}): BoxClient {
+export function secondaryClient(config: AgentConfig, opts: { maxSockets?: number; clientClass?: BoxClientClass } = {}): BoxClient {
   const s = config.continuity?.secondary;
   if (!s) throw new CairnError('CAIRN_SECONDARY_NOT_LINKED', 'this agent knows no secondary: its box had none linked when it last talked to it');
   const Cls = opts.clientClass ?? BoxClient;
@@ -60,7 +59,7 @@ async function refreshContinuity(home: AgentHome, config: AgentConfig, client: B
   }
 }
 
-export async function connectTarget(home: AgentHome, config: AgentConfig, opts: { from?: TargetKind | 'auto'; probeTimeoutMs?: number; maxSockets?: number; clientClass?: ClientClass } = {}): Promise<Target> {
+export async function connectTarget(home: AgentHome, config: AgentConfig, opts: { from?: TargetKind | 'auto'; probeTimeoutMs?: number; maxSockets?: number; clientClass?: BoxClientClass } = {}): Promise<Target> {
   const from = opts.from ?? 'auto';
   const timeout = opts.probeTimeoutMs ?? Number(process.env.CAIRN_PROBE_TIMEOUT_MS ?? 5000);
   const toSecondary = async (reason?: string): Promise<Target> => {
@@ -78,8 +77,7 @@ export async function connectTarget(home: AgentHome, config: AgentConfig, opts: 
     }
     throw err;
   }
-  const Cls = opts.clientClass ?? BoxClient;
-  const client = new Cls({ host: config.box.host, port: config.box.port, certPem: config.box.cert_pem, spkiSha256: Buffer.from(config.box.spki_sha256, 'hex') }, config.agent.credential, { maxSockets: opts.maxSockets });
+  const client = clientFor(config, { maxSockets: opts.maxSockets, clientClass: opts.clientClass });
   try {
     await refreshContinuity(home, config, client);
   } catch (err) {

@@ -5,6 +5,7 @@ import { DEFAULT_PORT, SnapshotInfo } from '../core/api';
 import { AgentConfig, AgentHome } from './state';
 import { pair } from './pair';
 import { connectTarget, Target, TargetKind } from './continuity';
+import { BoxClient } from './box-client';
 import { backupFiles, BackupProgress, defaultSourceName } from './backup';
 import { resolveSnapshot, splitSnapshotArg } from './snapshot-ref';
 import { cmdAgent, cmdSchedule, cmdStatus, withSourceLock } from './service/commands';
@@ -69,6 +70,16 @@ async function resolveOn(home: AgentHome, config: AgentConfig, ref: string, sour
 
 function fromNote(t: Target): void {
   if (t.kind === 'secondary') process.stderr.write(`note: using the secondary "${t.name}" at ${t.address}${t.reason ? `: ${t.reason}` : ''}\n`);
+}
+
+/** ls, restore and verify: the paired state, the snapshot named by SNAPSHOT[:PATH], and the store holding it. */
+async function openSnapshotArg(arg: string, values: { source?: string; from?: string }): Promise<{ home: AgentHome; config: AgentConfig; client: BoxClient; snap: SnapshotInfo; subpath: string | undefined }> {
+  const { ref, subpath } = splitSnapshotArg(arg);
+  const home = new AgentHome();
+  const config = home.load();
+  const { target, snap } = await resolveOn(home, config, ref, values.source, fromOption(values.from));
+  fromNote(target);
+  return { home, config, client: target.client, snap, subpath };
 }
 
 function out(json: boolean, value: unknown, text: () => string): void {
@@ -166,12 +177,7 @@ function modeString(type: string, mode: number): string {
 async function cmdLs(args: string[]): Promise<void> {
   const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' }, from: { type: 'string' } }, 'cairn ls SNAPSHOT[:PATH] [--from box|secondary] [--json]');
   if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn ls SNAPSHOT[:PATH] [--json]');
-  const { ref, subpath } = splitSnapshotArg(positionals[0]);
-  const home = new AgentHome();
-  const config = home.load();
-  const { target, snap } = await resolveOn(home, config, ref, values.source, fromOption(values.from));
-  const client = target.client;
-  fromNote(target);
+  const { home, config, client, snap, subpath } = await openSnapshotArg(positionals[0], values);
   try {
     const m = await openAnyManifest(new ChunkFetcher(client, home.keys(config), snap.id), snap);
     if (m.kind === 'volume') {
@@ -196,12 +202,7 @@ async function cmdLs(args: string[]): Promise<void> {
 async function cmdRestore(args: string[]): Promise<number> {
   const { values, positionals } = parseCli(args, { target: { type: 'string' }, json: { type: 'boolean' }, source: { type: 'string' }, force: { type: 'boolean' }, from: { type: 'string' } }, 'cairn restore SNAPSHOT[:PATH] --target DIR|FILE|DEVICE [--force] [--from box|secondary] [--json]');
   if (positionals.length !== 1 || !values.target) throw new CairnError('CAIRN_USAGE', 'usage: cairn restore SNAPSHOT[:PATH] --target DIR [--json]');
-  const { ref, subpath } = splitSnapshotArg(positionals[0]);
-  const home = new AgentHome();
-  const config = home.load();
-  const { target, snap } = await resolveOn(home, config, ref, values.source, fromOption(values.from));
-  const client = target.client;
-  fromNote(target);
+  const { home, config, client, snap, subpath } = await openSnapshotArg(positionals[0], values);
   try {
     if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
       return await restoreVolumeCli(client, home.keys(config), home, snap, { target: values.target, force: !!values.force, json: !!values.json, subpath });
@@ -222,12 +223,7 @@ async function cmdRestore(args: string[]): Promise<number> {
 async function cmdVerify(args: string[]): Promise<number> {
   const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' }, from: { type: 'string' } }, 'cairn verify SNAPSHOT[:PATH] [--from box|secondary] [--json]');
   if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn verify SNAPSHOT[:PATH] [--json]');
-  const { ref, subpath } = splitSnapshotArg(positionals[0]);
-  const home = new AgentHome();
-  const config = home.load();
-  const { target, snap } = await resolveOn(home, config, ref, values.source, fromOption(values.from));
-  const client = target.client;
-  fromNote(target);
+  const { home, config, client, snap, subpath } = await openSnapshotArg(positionals[0], values);
   try {
     if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
       if (subpath) throw new CairnError('CAIRN_USAGE', `snapshot ${snap.id} is a volume image: it has no paths`);

@@ -40,10 +40,14 @@ export async function pair(home: AgentHome, opts: { host: string; port: number; 
   }
 }
 
-export function clientFor(config: AgentConfig, opts: { maxSockets?: number } = {}): BoxClient {
-  return new BoxClient(
+export type BoxClientClass = new (...a: ConstructorParameters<typeof BoxClient>) => BoxClient;
+
+/** A client pinned to the paired box (`clientClass`: e.g. the agent service's abortable one). */
+export function clientFor(config: AgentConfig, opts: { maxSockets?: number; clientClass?: BoxClientClass } = {}): BoxClient {
+  const Cls = opts.clientClass ?? BoxClient;
+  return new Cls(
     { host: config.box.host, port: config.box.port, certPem: config.box.cert_pem, spkiSha256: Buffer.from(config.box.spki_sha256, 'hex') },
     config.agent.credential,
-    opts,
+    { maxSockets: opts.maxSockets },
   );
 }

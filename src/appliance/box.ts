@@ -13,6 +13,7 @@ import { createHardware, Hardware, HwProfile } from '../hw';
 import { writeFileDurable } from './store/durable';
 import type { StoreSpace } from './store/space';
 import { PeerSpaces } from './secondary/peer-spaces';
+import type { Replicator } from './secondary/replicator';
 import path from 'node:path';
 
 export const HW_PROFILE_NAMES: readonly HwProfile[] = ['linux', 'raspberry-pi', 'simulated'];
@@ -58,7 +59,7 @@ export class Box implements StoreSpace {
   /** Where jobs and retention log (cairnd serve sets its logger). */
   log: Logger = silentLogger;
   /** Primary with a secondary, inside `cairnd serve`: background replication (secondary/replicator.ts). */
-  replicator: { kick(reason: string): void } | undefined;
+  replicator: Replicator | undefined;
   private peerSpaces: PeerSpaces | undefined;
 
   /** A secondary's namespaces, one per primary it serves. */

@@ -1,6 +1,5 @@
 import { CairnError } from '../../core/errors';
 import { BoxClient, ClientResponse } from '../box-client';
-import { AgentConfig } from '../state';
 
 /**
  * A BoxClient that can be stopped from outside (SIGTERM): abort() fails every request in flight
@@ -9,14 +8,6 @@ import { AgentConfig } from '../state';
  */
 export class AbortableBoxClient extends BoxClient {
   private aborted = false;
-
-  static forConfig(config: AgentConfig, opts: { maxSockets?: number } = {}): AbortableBoxClient {
-    return new AbortableBoxClient(
-      { host: config.box.host, port: config.box.port, certPem: config.box.cert_pem, spkiSha256: Buffer.from(config.box.spki_sha256, 'hex') },
-      config.agent.credential,
-      opts,
-    );
-  }
 
   abort(): void {
     this.aborted = true;

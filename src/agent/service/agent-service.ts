@@ -31,7 +31,8 @@ export interface BackupJob {
   paths: string[];
 }
 
-export type BackupRunner = (job: BackupJob, signal: AbortSignal) => Promise<BackupResult>;
+/** `failover`: the box was unreachable and not found on the LAN; its secondary may take this run. */
+export type BackupRunner = (job: BackupJob, signal: AbortSignal, opts?: { failover?: boolean }) => Promise<BackupResult>;
 /** Finds the paired box at a new address (and saves it); undefined when not found. */
 export type Rediscoverer = () => Promise<{ host: string; port: number } | undefined>;
 
@@ -74,8 +75,6 @@ export class AgentService {
   private readonly runBackup: BackupRunner;
   private readonly rediscover: Rediscoverer | undefined;
   private readonly skipUntil = new Map<string, number>();
-  /** Set once the box was found unreachable and rediscovery did not find it: the next attempt may fail over. */
-  private failoverAllowed = false;
 
   constructor(private readonly opts: AgentServiceOptions) {
     this.store = new ServiceStore(opts.home);
@@ -86,15 +85,14 @@ export class AgentService {
     this.rediscover = opts.rediscover === false ? undefined : (opts.rediscover ?? this.defaultRediscover);
   }
 
-  private defaultBackup: BackupRunner = async (job, signal) => {
+  private defaultBackup: BackupRunner = async (job, signal, runOpts = {}) => {
     const home = this.opts.home;
     const config = home.load();
     // Pre-flight: a short handshake-only probe. A box that moved (DHCP) often leaves its old
     // address silently dropping packets, where a request would hang until TCP gives up (over a
     // minute); this knows in seconds, and checks the key before anything else is said.
     // The box unreachable and not found again on the LAN: the secondary, if the box named one.
-    const failover = this.failoverAllowed;
-    const target = await connectTarget(home, config, { from: failover ? 'auto' : 'box', probeTimeoutMs: this.opts.probeTimeoutMs ?? 5000, clientClass: AbortableBoxClient });
+    const target = await connectTarget(home, config, { from: runOpts.failover ? 'auto' : 'box', probeTimeoutMs: this.opts.probeTimeoutMs ?? 5000, clientClass: AbortableBoxClient });
     const client = target.client as AbortableBoxClient;
     if (target.kind === 'secondary') this.log.warn('backup.failover', { source: job.source, secondary: target.name, address: target.address, reason: target.reason });
     const onAbort = (): void => client.abort();
@@ -200,12 +198,7 @@ export class AgentService {
         this.log.info('backup.started', { source, paths, attempt: state.attempt + 1 });
         let outcome: Outcome;
         try {
-          let r: BackupResult;
-          try {
-            r = await this.runBackup({ source, paths }, signal);
-          } finally {
-            this.failoverAllowed = false;
-          }
+          const r = await this.runBackup({ source, paths }, signal, { failover: triedSecondary });
           outcome = r.warnings.length ? 'warnings' : 'ok';
           const finished = this.clock.now();
           state = {
@@ -242,7 +235,6 @@ export class AgentService {
             }
             if (!triedSecondary && !signal.aborted && this.knowsSecondary()) {
               triedSecondary = true;
-              this.failoverAllowed = true;
               this.log.info('backup.retrying', { source, reason: 'the box does not answer: backing up to its secondary' });
               continue;
             }

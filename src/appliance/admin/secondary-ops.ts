@@ -21,7 +21,7 @@ function replicationOf(box: Box): unknown {
       }),
     };
   }
-  const r = box.replicator instanceof Replicator ? box.replicator.current() : readReplicationStatus(box);
+  const r = box.replicator ? box.replicator.current() : readReplicationStatus(box);
   return { role: 'primary', ...r };
 }
 
@@ -52,7 +52,7 @@ export const secondaryOps: Record<string, AdminOp> = {
   async 'secondary.sync'(box: Box) {
     if (box.identity.role !== 'primary') throw new CairnError('CAIRN_ROLE_MISMATCH', 'only a primary replicates; a secondary waits for its primaries');
     if (!readLink(box.dir)) throw new CairnError('CAIRN_SECONDARY_NOT_LINKED', 'no secondary is linked; `cairnd secondary add HOST:PORT --token T` first');
-    const rep = box.replicator instanceof Replicator ? box.replicator : new Replicator(box, { everyMs: 60_000, log: box.log ?? silentLogger });
+    const rep = box.replicator ?? new Replicator(box, { everyMs: 60_000, log: box.log ?? silentLogger });
     return rep.runNow();
   },
 };

@@ -208,7 +208,7 @@ async function sweepPacks(box: StoreSpace, touched: Set<string>, cutoff: number)
       continue;
     }
     await store.commitLock.run(async () => {
-      const live = catalog.db.prepare('SELECT id, size, offset FROM chunks WHERE pack = ? ORDER BY offset').all(name) as { id: Buffer; size: number; offset: number }[];
+      const live = catalog.packEntries(name);
       if (live.length === 0) {
         // Emptied by this sweep, or a crash leftover (published, never recorded) old enough.
         if (touched.has(name) || st.mtimeMs < cutoff) {
@@ -225,10 +225,7 @@ async function sweepPacks(box: StoreSpace, touched: Set<string>, cutoff: number)
       const fresh = await blobs.stagePack(items);
       try {
         await blobs.publishPack(fresh);
-        const move = catalog.db.prepare('UPDATE chunks SET pack = ?, offset = ? WHERE id = ? AND pack = ?');
-        catalog.db.transaction(() => {
-          for (const e of fresh.entries) move.run(fresh.name, e.offset, e.id, name);
-        })();
+        catalog.movePackEntries(name, fresh.name, fresh.entries);
       } finally {
         await fs.promises.rm(fresh.tmp, { force: true }).catch(() => undefined);
       }

@@ -58,22 +58,23 @@ const ESCROW_EVERY_MS = 24 * 3600 * 1000;
 const UPLOAD_BATCH_BYTES = 16 * 1024 * 1024;
 const FETCH_IDS = 1024;
 
+/** The status as last persisted (what a command sees when no `cairnd serve` runs). */
 export function readReplicationStatus(box: Box): ReplicationStatus {
-  const link = box.identity.role === 'primary' ? readLink(box.dir) : undefined;
   const saved = box.catalog.getSetting(STATUS_KEY);
   const base: ReplicationStatus = {
-    secondary: null, state: 'unlinked', last_attempt: null, last_success: null, last_error: null, pending_snapshots: 0, pending_bytes: 0, pending_pull: 0, escrow_sent_at: null,
+    secondary: null, state: 'idle', last_attempt: null, last_success: null, last_error: null, pending_snapshots: 0, pending_bytes: 0, pending_pull: 0, escrow_sent_at: null,
     totals: { pushed_snapshots: 0, pushed_chunks: 0, pushed_bytes: 0, pulled_snapshots: 0, pulled_chunks: 0, pulled_bytes: 0, dropped: 0 },
   };
-  const s: ReplicationStatus = saved ? { ...base, ...(JSON.parse(saved) as Partial<ReplicationStatus>) } : base;
+  // Never ran: everything is pending.
+  const s: ReplicationStatus = saved ? { ...base, ...(JSON.parse(saved) as Partial<ReplicationStatus>) } : { ...base, pending_snapshots: box.catalog.allSnapshotIds().length };
+  return withLink(box, s);
+}
+
+/** Fills in the secondary from the link file (it may be linked or relinked at any time). */
+function withLink(box: Box, s: ReplicationStatus): ReplicationStatus {
+  const link = box.identity.role === 'primary' ? readLink(box.dir) : undefined;
   if (!link) return { ...s, secondary: null, state: 'unlinked' };
-  if (s.state === 'unlinked') s.state = 'idle';
-  s.secondary = { box: link.box, name: link.name, address: `${link.host}:${link.port}` };
-  if (!saved) {
-    // Never ran: everything is pending.
-    s.pending_snapshots = box.catalog.allSnapshotIds().length;
-  }
-  return s;
+  return { ...s, state: s.state === 'unlinked' ? 'idle' : s.state, secondary: { box: link.box, name: link.name, address: `${link.host}:${link.port}` } };
 }
 
 function sleep(ms: number): Promise<void> {
@@ -146,12 +147,19 @@ export class Replicator {
     return this.cycle();
   }
 
+  /** The live status (progress is kept in memory; outcomes are persisted). */
   current(): ReplicationStatus {
-    return { ...readReplicationStatus(this.box), ...(this.status.state === 'running' ? { state: 'running' as const } : {}) };
+    return withLink(this.box, this.status);
   }
 
+  /** Progress: memory only (no durable catalog commit per batch). */
+  private update(patch: Partial<ReplicationStatus>): void {
+    this.status = { ...this.status, ...patch };
+  }
+
+  /** Outcomes: also persisted, for `cairnd status` without a running daemon. */
   private save(patch: Partial<ReplicationStatus>): void {
-    this.status = { ...readReplicationStatus(this.box), ...patch };
+    this.update(patch);
     const { secondary: _s, ...persist } = this.status;
     this.box.catalog.setSetting(STATUS_KEY, JSON.stringify(persist));
   }
@@ -161,7 +169,7 @@ export class Replicator {
     if (!link || this.box.identity.role !== 'primary') return undefined;
     const started = Date.now();
     const report: CycleReport = { pushed_snapshots: 0, pushed_chunks: 0, pushed_bytes: 0, pulled_snapshots: 0, pulled_chunks: 0, pulled_bytes: 0, dropped: 0, escrow_sent: false, duration_s: 0 };
-    this.save({ state: 'running', last_attempt: new Date(started).toISOString() });
+    this.update({ state: 'running', last_attempt: new Date(started).toISOString() });
     const client = peerClient(link, { maxSockets: 4 });
     try {
       await this.syncRegistry(client);
@@ -184,24 +192,27 @@ export class Replicator {
       const pull = [...remote].filter((id) => !local.has(id) && !tomb.has(id)).sort();
       for (const [i, id] of pull.entries()) {
         if (this.stopped) break;
-        this.save({ pending_pull: pull.length - i });
+        this.update({ pending_pull: pull.length - i });
         await this.pullSnapshot(client, id, report);
       }
-      this.save({ pending_pull: 0 });
+      this.update({ pending_pull: 0 });
 
       const push = catalog.listSnapshots().filter((s) => !remote.has(s.id));
       const limiter = new RateLimiter(link.bwlimit_bps);
+      let gone = 0;
       for (const [i, s] of push.entries()) {
         if (this.stopped) break;
-        if (!catalog.getSnapshot(s.id)) continue; // dropped by retention meanwhile
+        if (!catalog.getSnapshot(s.id)) {
+          gone++; // dropped by retention meanwhile
+          continue;
+        }
         const later = push.slice(i + 1).reduce((n, x) => n + x.stats.bytes_new, 0);
-        await this.pushSnapshot(client, s, report, limiter, (bytes) => this.save({ pending_snapshots: push.length - i, pending_bytes: bytes + later }));
+        await this.pushSnapshot(client, s, report, limiter, (bytes) => this.update({ pending_snapshots: push.length - i, pending_bytes: bytes + later }));
       }
       report.duration_s = (Date.now() - started) / 1000;
       const t = this.status.totals;
-      const pending = this.stopped ? catalog.listSnapshots().filter((s) => !remote.has(s.id)).length - report.pushed_snapshots : 0;
       this.save({
-        state: 'idle', last_success: new Date().toISOString(), last_error: null, pending_snapshots: Math.max(0, pending), pending_bytes: 0,
+        state: 'idle', last_success: new Date().toISOString(), last_error: null, pending_snapshots: push.length - gone - report.pushed_snapshots, pending_bytes: 0,
         totals: {
           pushed_snapshots: t.pushed_snapshots + report.pushed_snapshots, pushed_chunks: t.pushed_chunks + report.pushed_chunks, pushed_bytes: t.pushed_bytes + report.pushed_bytes,
           pulled_snapshots: t.pulled_snapshots + report.pulled_snapshots, pulled_chunks: t.pulled_chunks + report.pulled_chunks, pulled_bytes: t.pulled_bytes + report.pulled_bytes,

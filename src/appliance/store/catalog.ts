@@ -482,9 +482,17 @@ export class Catalog {
     return this.locateStmt.get(id);
   }
 
-  /** Whether any chunk row still points into a pack. */
-  packInUse(name: string): boolean {
-    return this.stmt('SELECT 1 FROM chunks WHERE pack = ? LIMIT 1').get(name) !== undefined;
+  /** The chunks stored in a pack, in file order. */
+  packEntries(name: string): { id: Buffer; size: number; offset: number }[] {
+    return this.stmt('SELECT id, size, offset FROM chunks WHERE pack = ? ORDER BY offset').all(name) as { id: Buffer; size: number; offset: number }[];
+  }
+
+  /** Points chunks of pack `from` at their copies in pack `to` (compaction), in one transaction. */
+  movePackEntries(from: string, to: string, entries: { id: Buffer; offset: number }[]): void {
+    const move = this.stmt('UPDATE chunks SET pack = ?, offset = ? WHERE id = ? AND pack = ?');
+    this.db.transaction(() => {
+      for (const e of entries) move.run(to, e.offset, e.id, from);
+    })();
   }
 
   /** All chunk rows in id order (for GC and verify; ids only, 32 bytes each). */

@@ -5,15 +5,15 @@ import { CairnError } from '../../core/errors';
 import { openChunk, parseChunkHeader } from '../../core/chunk-codec';
 import { DataKeys } from '../../core/keys';
 import { LocalBlobStore, StagedBlob, StagedPack } from './blob-store';
-
-/** Blobs smaller than this share pack files (see blob-store.ts). */
-export const PACK_MAX_BLOB = 512 * 1024;
 import { Catalog } from './catalog';
 import { fsyncDirAsync, ioError } from './durable';
 import { CHUNK_ID_BYTES } from '../../core/chunk-id';
 import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
 import { Mutex } from './mutex';
 import { sortedContains } from './refs';
+
+/** Blobs smaller than this share pack files (see blob-store.ts). */
+export const PACK_MAX_BLOB = 512 * 1024;
 
 export interface SnapshotCommitInput {
   agentId: string;

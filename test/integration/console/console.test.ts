@@ -1,11 +1,10 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CAIRN, CAIRND, run, runJson } from '../../../scripts/lib/procs';
 import { openEscrowFile } from '../../../src/appliance/escrow';
-import { ServeProc, startServe, TmuxConsole } from './tmux';
+import { readRecoveryKey, ServeProc, skipWithoutTmux, startServe, TmuxConsole } from './tmux';
 
 /**
  * The real cairn-console against a real cairnd (simulated hardware, temp dirs), in tmux at
@@ -22,12 +21,7 @@ describe('integration: cairn-console in tmux against cairnd', function () {
   const simEvents = (): string[] => (JSON.parse(fs.readFileSync(path.join(data, 'hw-sim', 'state.json'), 'utf8')) as { events: { message: string }[] }).events.map((e) => e.message);
 
   before(async function () {
-    try {
-      execFileSync('tmux', ['-V']);
-    } catch {
-      console.log('    skipping: tmux is not installed (.ci/run installs it)');
-      this.skip();
-    }
+    skipWithoutTmux(this);
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-console-'));
     data = path.join(work, 'box');
     serve = await startServe(data, env());
@@ -85,12 +79,8 @@ describe('integration: cairn-console in tmux against cairnd', function () {
     expect(simEvents().filter((e) => e === 'created raid1 md0').length).to.equal(before);
     tty.keys('Enter');
 
-    const shown = await tty.waitFor(/type group (\d)/, 60_000);
-    const groupsLine = shown.split('\n').find((l) => /^\s*([0-9A-Z]{4}\s+){8}[0-9A-Z]{4}\s*$/.test(l));
-    expect(groupsLine, shown).to.be.a('string');
-    const groups = groupsLine!.trim().split(/\s+/);
+    const { groups, asked: n } = await readRecoveryKey(tty);
     const recoveryKey = groups.join('-');
-    const n = Number(/type group (\d)/.exec(shown)![1]);
 
     // A wrong group is refused.
     tty.type(groups[n - 1] === 'ZZZZ' ? 'YYYY' : 'ZZZZ');

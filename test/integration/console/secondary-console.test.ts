@@ -1,12 +1,12 @@
 import { expect } from 'chai';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CAIRN, CAIRND, run, runJson } from '../../../scripts/lib/procs';
 import { newPairingToken } from '../../../src/core/pairing-token';
 import { newRecoveryKey } from '../../../src/core/recovery-key';
-import { ServeProc, startServe, TmuxConsole } from './tmux';
+import { readRecoveryKey, ServeProc, skipWithoutTmux, startServe, TmuxConsole } from './tmux';
 
 /**
  * The console's secondary-box parts (issue 10), with real cairnd processes on loopback
@@ -33,23 +33,14 @@ describe('integration: cairn-console with a secondary box (tmux)', function () {
 
   /** Reads the recovery key off the Keys screen and types back the group asked for. */
   const recoveryStep = async (tty: TmuxConsole): Promise<string> => {
-    const shown = await tty.waitFor(/type group (\d)/, 60_000);
-    const line = shown.split('\n').find((l) => /^\s*([0-9A-Z]{4}\s+){8}[0-9A-Z]{4}\s*$/.test(l));
-    expect(line, shown).to.be.a('string');
-    const groups = line!.trim().split(/\s+/);
-    const n = Number(/type group (\d)/.exec(shown)![1]);
-    tty.type(groups[n - 1]);
+    const { groups, asked } = await readRecoveryKey(tty);
+    tty.type(groups[asked - 1]);
     tty.keys('Enter');
     return groups.join('-');
   };
 
   before(async function () {
-    try {
-      execFileSync('tmux', ['-V']);
-    } catch {
-      console.log('    skipping: tmux is not installed (.ci/run installs it)');
-      this.skip();
-    }
+    skipWithoutTmux(this);
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-console-sec-'));
     S = path.join(work, 'vault');
     P = path.join(work, 'office');

@@ -6,6 +6,24 @@ import { CAIRND, DIST } from '../../../scripts/lib/procs';
 /** The console in a detached tmux session on its own tmux server (-L), driven by send-keys and read by capture-pane. */
 export const CONSOLE = path.join(DIST, 'src', 'appliance', 'console', 'main.js');
 
+/** In a mocha `before`: skips the suite, saying why, when tmux is not installed. */
+export function skipWithoutTmux(ctx: Mocha.Context): void {
+  try {
+    execFileSync('tmux', ['-V']);
+  } catch {
+    console.log('    skipping: tmux is not installed (.ci/run installs it)');
+    ctx.skip();
+  }
+}
+
+/** Waits for the Keys screen and reads the recovery key's groups and the group number asked for. */
+export async function readRecoveryKey(tty: TmuxConsole): Promise<{ screen: string; groups: string[]; asked: number }> {
+  const screen = await tty.waitFor(/type group (\d)/, 60_000);
+  const line = screen.split('\n').find((l) => /^\s*([0-9A-Z]{4}\s+){8}[0-9A-Z]{4}\s*$/.test(l));
+  if (!line) throw new Error(`no recovery key on the screen:\n${screen}`);
+  return { screen, groups: line.trim().split(/\s+/), asked: Number(/type group (\d)/.exec(screen)![1]) };
+}
+
 export class TmuxConsole {
   readonly server: string;
   readonly session = 'console';

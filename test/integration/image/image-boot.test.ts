@@ -138,6 +138,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 if (!ENABLED) {
   describe('appliance image', function () {
     it('SKIPPED: set CAIRN_IMAGE_TEST=1 to build the amd64 and arm64 images and boot amd64 in qemu', function () {
+      console.log('    skipping: the image build and qemu boot take 30-90 min; run `npm run test:image` (CAIRN_IMAGE_TEST=1)');
       this.skip();
     });
   });
