@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import { Chunker } from '../core/chunker';
+import { WasmChunker } from '../core/chunker';
 import { chunkId } from '../core/chunk-id';
 import { ChunkKind, sealChunk } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
@@ -39,10 +39,11 @@ const BUF_SIZE = 16 * 1024 * 1024;
 
 function run(port: NonNullable<typeof parentPort>): void {
   let keys: DataKeys | undefined;
-  let chunker: Chunker | undefined;
+  let chunker: WasmChunker | undefined;
   let inflight: Int32Array | undefined;
   let limit = 0;
-  const buf = Buffer.allocUnsafeSlow(BUF_SIZE);
+  /** the read buffer: the chunker's WebAssembly memory, so file bytes are read straight into it */
+  let buf: Buffer = Buffer.alloc(0);
   const garbage = new ExternalGarbage();
 
   const reserve = (n: number): void => {
@@ -84,7 +85,7 @@ function run(port: NonNullable<typeof parentPort>): void {
           continue;
         }
         if (start === end) break;
-        const len = chunker!.next(buf, start, end, eof);
+        const len = chunker!.next(start, end, eof);
         const slice = buf.subarray(start, start + len);
         const id = chunkId(keys!.idKey, slice);
         const blob = await sealChunk(keys!, id, slice, job.kind);
@@ -111,7 +112,8 @@ function run(port: NonNullable<typeof parentPort>): void {
   port.on('message', (msg: { type: 'init'; init: WorkerInit } | FileJob | VolumeJob) => {
     if (msg.type === 'init') {
       keys = dataKeysFromJson(msg.init.keys);
-      chunker = new Chunker(keys.gearKey);
+      chunker = new WasmChunker(keys.gearKey, BUF_SIZE);
+      buf = chunker.buffer;
       inflight = new Int32Array(msg.init.inflight);
       limit = msg.init.limitBytes;
       return;

@@ -1,4 +1,5 @@
 import { hkdfSync } from 'node:crypto';
+import { GEAR_WASM_BASE64 } from './gear-wasm';
 
 /**
  * FastCDC-style content-defined chunking with a gear rolling hash and normalized chunking
@@ -35,6 +36,18 @@ function topMask(bits: number): number {
   return bits >= 32 ? -1 : ~((1 << (32 - bits)) - 1) | 0;
 }
 
+/** The harder mask (before the target size) and the easier one (after it). */
+function masksFor(avgSize: number): [number, number] {
+  const bits = Math.round(Math.log2(avgSize));
+  return [topMask(bits + 2), topMask(bits - 2)];
+}
+
+function checkParams({ minSize, avgSize, maxSize }: ChunkerParams): void {
+  if (!(minSize > 0 && minSize < avgSize && avgSize < maxSize)) {
+    throw new Error(`invalid chunker bounds ${minSize}/${avgSize}/${maxSize}`);
+  }
+}
+
 export class Chunker {
   readonly params: ChunkerParams;
   private readonly gear: Int32Array;
@@ -42,15 +55,10 @@ export class Chunker {
   private readonly maskL: number;
 
   constructor(gearKey: Buffer, params: ChunkerParams = DEFAULT_CHUNKER) {
-    const { minSize, avgSize, maxSize } = params;
-    if (!(minSize > 0 && minSize < avgSize && avgSize < maxSize)) {
-      throw new Error(`invalid chunker bounds ${minSize}/${avgSize}/${maxSize}`);
-    }
+    checkParams(params);
     this.params = params;
     this.gear = gearTable(gearKey);
-    const bits = Math.round(Math.log2(avgSize));
-    this.maskS = topMask(bits + 2);
-    this.maskL = topMask(bits - 2);
+    [this.maskS, this.maskL] = masksFor(params.avgSize);
   }
 
   /**
@@ -91,5 +99,60 @@ export class Chunker {
       pos += len;
     }
     return lengths;
+  }
+}
+
+const GEAR_TABLE_BYTES = 1024;
+const WASM_PAGE = 65536;
+
+/** The little of WebAssembly's API used here (the project's lib settings do not declare it). */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+}
+const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+let gearModule: object | undefined;
+
+/**
+ * The same chunker with its gear loop in WebAssembly (src/core/gear.wat), over a buffer that
+ * lives in the module's memory: callers read file data straight into `buffer`, and cut points
+ * come out identical to Chunker's (unit-tested). Profiled on a 1 GB first backup, the JS loop
+ * was the largest single cost of the agent's workers; this one runs 4-5x as fast.
+ */
+export class WasmChunker {
+  readonly params: ChunkerParams;
+  /** where callers place the bytes to cut (a view of the module's memory) */
+  readonly buffer: Buffer;
+  private readonly cutAt: (p: number, n: number, min: number, avg: number, max: number, maskS: number, maskL: number) => number;
+  private readonly maskS: number;
+  private readonly maskL: number;
+
+  constructor(gearKey: Buffer, bufferBytes: number, params: ChunkerParams = DEFAULT_CHUNKER) {
+    checkParams(params);
+    this.params = params;
+    [this.maskS, this.maskL] = masksFor(params.avgSize);
+    gearModule ??= new wasm.Module(Buffer.from(GEAR_WASM_BASE64, 'base64'));
+    const instance = new wasm.Instance(gearModule, {});
+    const memory = instance.exports.memory as WasmMemory;
+    const pages = Math.ceil((GEAR_TABLE_BYTES + bufferBytes) / WASM_PAGE);
+    if (pages > memory.buffer.byteLength / WASM_PAGE) memory.grow(pages - memory.buffer.byteLength / WASM_PAGE);
+    new Int32Array(memory.buffer, 0, 256).set(gearTable(gearKey));
+    this.buffer = Buffer.from(memory.buffer, GEAR_TABLE_BYTES, bufferBytes);
+    this.cutAt = instance.exports.cut as WasmChunker['cutAt'];
+  }
+
+  /** Chunker.next over `buffer`: the length of the chunk at `start` within [start, end), or 0 when more bytes are needed. */
+  next(start: number, end: number, eof: boolean): number {
+    const n = end - start;
+    const { minSize, avgSize, maxSize } = this.params;
+    if (n <= minSize) return eof ? n : n >= maxSize ? maxSize : 0;
+    const len = this.cutAt(GEAR_TABLE_BYTES + start, n, minSize, avgSize, maxSize, this.maskS, this.maskL);
+    if (len > 0) return len;
+    if (n >= maxSize) return maxSize;
+    return eof ? n : 0;
   }
 }

@@ -1,7 +1,9 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
-import { Chunker, DEFAULT_CHUNKER } from '../../../src/core/chunker';
+import { Chunker, ChunkerParams, DEFAULT_CHUNKER, WasmChunker } from '../../../src/core/chunker';
+import { GEAR_WASM_BASE64 } from '../../../src/core/gear-wasm';
+import { assembleGearWat } from '../../../scripts/gen-gear-wasm';
 import { Prng } from '../../../scripts/lib/sample';
 
 const KEY_A = Buffer.alloc(32, 1);
@@ -92,5 +94,60 @@ describe('core/chunker', () => {
 
   it('rejects impossible bounds', () => {
     expect(() => new Chunker(KEY_A, { minSize: 10, avgSize: 5, maxSize: 20 })).to.throw(/invalid chunker bounds/);
+  });
+
+  describe('WasmChunker (the gear loop in WebAssembly)', () => {
+    /** Streams `input` through a WasmChunker whose buffer holds `window` bytes, reading `step` bytes at a time. */
+    function wasmSplit(input: Uint8Array, params: ChunkerParams, window: number, step: number, key = KEY_A): number[] {
+      const c = new WasmChunker(key, window, params);
+      const buf = c.buffer;
+      const out: number[] = [];
+      let taken = 0;
+      let start = 0;
+      let end = 0;
+      for (;;) {
+        const eof = taken === input.length;
+        const len = start === end ? 0 : c.next(start, end, eof);
+        if (len > 0) {
+          out.push(len);
+          start += len;
+          continue;
+        }
+        if (eof) break;
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+        const n = Math.min(step, window - end, input.length - taken);
+        buf.set(input.subarray(taken, taken + n), end);
+        end += n;
+        taken += n;
+      }
+      return out;
+    }
+
+    it('cuts exactly where the JS chunker does, whatever the read sizes', () => {
+      const input = data.subarray(0, 16 * 1024 * 1024);
+      const reference = new Chunker(KEY_A).split(input);
+      expect(wasmSplit(input, DEFAULT_CHUNKER, 16 * 1024 * 1024, 16 * 1024 * 1024)).to.deep.equal(reference);
+      expect(wasmSplit(input, DEFAULT_CHUNKER, DEFAULT_CHUNKER.maxSize + 4096, 300_000)).to.deep.equal(reference);
+      expect(wasmSplit(input, DEFAULT_CHUNKER, 16 * 1024 * 1024, 16 * 1024 * 1024, KEY_B)).to.deep.equal(new Chunker(KEY_B).split(input));
+      const zeros = Buffer.alloc(9 * 1024 * 1024);
+      expect(wasmSplit(zeros, DEFAULT_CHUNKER, 16 * 1024 * 1024, 1 << 20)).to.deep.equal(new Chunker(KEY_A).split(zeros));
+    });
+
+    it('property: same cuts as the JS chunker on any input (small bounds, odd reads)', () => {
+      const small = { minSize: 64, avgSize: 256, maxSize: 1024 };
+      fc.assert(
+        fc.property(fc.uint8Array({ minLength: 0, maxLength: 20000 }), fc.integer({ min: 1, max: 3000 }), (arr, step) => {
+          expect(wasmSplit(arr, small, small.maxSize + 512, step)).to.deep.equal(new Chunker(KEY_A, small).split(arr));
+        }),
+        { numRuns: 200 },
+      );
+    });
+
+    it('runs the bytes assembled from src/core/gear.wat', async () => {
+      const assembled = await assembleGearWat();
+      expect(assembled.toString('base64'), 'gear-wasm.ts is stale: run node dist/scripts/gen-gear-wasm.js').to.equal(GEAR_WASM_BASE64);
+    });
   });
 });
