@@ -6,7 +6,8 @@ import { chunkRefs, ManifestEntry, ManifestHeader, readManifest } from '../core/
 import { DataKeys } from '../core/keys';
 import { decodeFetchAnswer, MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
-import { Semaphore } from '../core/semaphore';
+import { ByteBudget } from '../core/semaphore';
+import { RestorePool, RestoringFile } from './restore-pool';
 import { ExternalGarbage } from '../core/external-memory';
 
 /**
@@ -24,7 +25,8 @@ export interface RestoreOptions {
   subpath?: string;
   /** fetch and check everything but write nothing */
   verifyOnly?: boolean;
-  concurrency?: number;
+  /** sealed chunk bytes fetched and not yet written (default 64 MiB) */
+  inflightBytes?: number;
   onProgress?: (p: RestoreProgress) => void;
 }
 
@@ -45,6 +47,8 @@ export interface RestoreResult extends RestoreProgress {
 
 interface Pending {
   id: Buffer;
+  /** hand back the sealed blob unopened (a restore worker opens it) */
+  sealed: boolean;
   resolve: (b: Buffer) => void;
   reject: (e: unknown) => void;
 }
@@ -65,10 +69,20 @@ export class ChunkFetcher {
 
   constructor(private readonly client: BoxClient, private readonly keys: DataKeys, private readonly snapshot: string) {}
 
+  /** The chunk's plaintext, authenticated and checked against its id. */
   get(id: Buffer): Promise<Buffer> {
-    if (!this.batched) return this.getOne(id);
+    return this.fetch(id, false);
+  }
+
+  /** The chunk's sealed blob as the box sent it: the caller must open it (openChunk) before using a byte. */
+  getSealed(id: Buffer): Promise<Buffer> {
+    return this.fetch(id, true);
+  }
+
+  private fetch(id: Buffer, sealed: boolean): Promise<Buffer> {
+    if (!this.batched) return this.getOne(id, sealed);
     return new Promise<Buffer>((resolve, reject) => {
-      this.queue.push({ id, resolve, reject });
+      this.queue.push({ id, sealed, resolve, reject });
       if (this.queue.length >= MAX_FETCH_IDS) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
@@ -83,8 +97,9 @@ export class ChunkFetcher {
     return plain;
   }
 
-  private async getOne(id: Buffer): Promise<Buffer> {
-    return this.open(id, await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`));
+  private async getOne(id: Buffer, sealed: boolean): Promise<Buffer> {
+    const blob = await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`);
+    return sealed ? blob : this.open(id, blob);
   }
 
   private flush(): void {
@@ -97,7 +112,7 @@ export class ChunkFetcher {
 
   private async fetchBatch(batch: Pending[]): Promise<void> {
     const alone = (p: Pending): void => {
-      this.getOne(p.id).then(p.resolve, p.reject);
+      this.getOne(p.id, p.sealed).then(p.resolve, p.reject);
     };
     if (batch.length === 1) return alone(batch[0]);
     let frames: { id: Buffer; blob: Buffer }[];
@@ -134,7 +149,7 @@ export class ChunkFetcher {
         continue;
       }
       try {
-        p.resolve(this.open(p.id, f.blob));
+        p.resolve(p.sealed ? f.blob : this.open(p.id, f.blob));
       } catch (err) {
         p.reject(err);
       }
@@ -161,7 +176,6 @@ export function matchesSubpath(p: Buffer, sub: Buffer | undefined): boolean {
   return p.equals(sub) || (p.length > sub.length && p[sub.length] === 0x2f && p.subarray(0, sub.length).equals(sub));
 }
 
-const CONSUMED: Promise<Buffer> = Promise.resolve(Buffer.alloc(0));
 
 class TargetTree {
   private readonly verified = new Set<string>();
@@ -208,6 +222,12 @@ class TargetTree {
     }
   }
 
+  /** Whether rel's directory was created by this restore (so nothing can be at rel yet). */
+  parentIsFresh(rel: Buffer): boolean {
+    const k = rel.lastIndexOf(0x2f);
+    return this.fresh.has(k < 0 ? '' : rel.subarray(0, k).toString('latin1'));
+  }
+
   async ensureParent(rel: Buffer): Promise<void> {
     const k = rel.lastIndexOf(0x2f);
     if (k > 0) await this.ensureDir(rel.subarray(0, k));
@@ -215,8 +235,7 @@ class TargetTree {
 
   /** Removes an existing non-directory at rel (a symlink there is removed, never followed). */
   async clear(rel: Buffer): Promise<void> {
-    const k = rel.lastIndexOf(0x2f);
-    if (this.fresh.has(k < 0 ? '' : rel.subarray(0, k).toString('latin1'))) return;
+    if (this.parentIsFresh(rel)) return;
     const abs = this.abs(rel);
     let st: fs.Stats;
     try {
@@ -268,7 +287,11 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
   const dirs: ManifestEntry[] = [];
   const linkTargets = new Map<string, Promise<boolean>>();
-  const slots = new Semaphore(opts.concurrency ?? 16);
+  const budget = new ByteBudget(opts.inflightBytes ?? 64 * 1024 * 1024);
+  const pool = new RestorePool(keys, (bytes) => {
+    r.bytes += bytes;
+    budget.release(bytes);
+  });
   const inflightFiles = new Set<Promise<void>>();
   const fail = (e: ManifestEntry, err: unknown): void => {
     r.failed++;
@@ -277,70 +300,41 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const progressTimer = opts.onProgress ? setInterval(() => opts.onProgress!({ files: r.files, dirs: r.dirs, bytes: r.bytes, failed: r.failed }), 250) : undefined;
 
   const restoreFile = async (e: ManifestEntry, created: (ok: boolean) => void): Promise<void> => {
-    const refs = [...chunkRefs(e.chunks ?? Buffer.alloc(0))];
-    let fh: fs.promises.FileHandle | undefined;
-    const abs = verifyOnly ? Buffer.alloc(0) : tree.abs(e.path);
-    const fetches: Promise<Buffer>[] = [];
-    let launched = 0;
-    let consumed = 0;
-    let aborted = false;
-    let wake: (() => void) | undefined;
+    let file: RestoringFile | undefined;
     try {
+      let clear = false;
       if (!verifyOnly) {
         await tree.ensureParent(e.path);
-        await tree.clear(e.path);
-        fh = await fs.promises.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+        clear = !tree.parentIsFresh(e.path);
       }
-      created(true);
-      // Fetch ahead under the shared slot limit (each fetched chunk holds a slot until written); write strictly in order.
-      void (async () => {
-        while (launched < refs.length && !aborted) {
-          await slots.acquire();
-          if (aborted) {
-            slots.release();
-            return;
-          }
-          const p = fetcher.get(refs[launched].id);
-          p.catch(() => undefined);
-          fetches.push(p);
-          launched++;
-          wake?.();
-        }
-      })();
-      let pos = 0;
-      for (let i = 0; i < refs.length; i++) {
-        while (fetches.length <= i) await new Promise<void>((res) => (wake = res));
-        let data: Buffer;
-        try {
-          data = await fetches[i];
-        } finally {
-          // Drop the settled promise: it would keep this chunk's bytes alive until the file ends.
-          fetches[i] = CONSUMED;
-          consumed++;
-          slots.release();
-        }
-        if (data.length !== refs[i].size) throw new CairnError('CAIRN_RESTORE_FAILED', 'chunk size does not match the manifest');
-        if (fh) await fh.write(data, 0, data.length, pos);
-        pos += data.length;
-        r.bytes += data.length;
+      file = pool.open(verifyOnly ? Buffer.alloc(0) : tree.abs(e.path), clear, verifyOnly);
+      const f = file;
+      // Fetch under the shared byte budget (a chunk holds its bytes until its worker is done with
+      // it); chunks are written at their offsets, so they may arrive in any order.
+      const fetches: Promise<void>[] = [];
+      let offset = 0;
+      for (const ref of chunkRefs(e.chunks ?? Buffer.alloc(0))) {
+        if (f.failure) break;
+        await budget.acquire(ref.size);
+        const at = offset;
+        fetches.push(
+          fetcher.getSealed(ref.id).then(
+            (blob) => f.write(at, ref.size, ref.id, blob),
+            (err: unknown) => {
+              budget.release(ref.size);
+              throw err;
+            },
+          ),
+        );
+        offset += ref.size;
       }
-      if (fh) {
-        // A new file (O_EXCL) holds exactly what was written: no truncate needed.
-        if (isRoot && (e.uid !== 0 || e.gid !== 0)) await fh.chown(e.uid, e.gid).catch(() => undefined);
-        await fh.chmod(e.mode);
-        await fh.utimes(nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
-        await fh.close();
-        fh = undefined;
-      }
+      await Promise.all(fetches);
+      await f.finish({ mode: e.mode, uid: e.uid, gid: e.gid, atime: nsToSeconds(e.mtimeNs), mtime: nsToSeconds(e.mtimeNs) });
       r.files++;
+      created(true);
     } catch (err) {
       created(false);
-      aborted = true;
-      for (let k = consumed; k < launched; k++) slots.release();
-      if (fh) {
-        await fh.close().catch(() => undefined);
-        await fs.promises.unlink(abs).catch(() => undefined);
-      }
+      if (file && !file.failure) file.abort();
       if (!verifyOnly && CairnError.is(err) && err.code.startsWith('CAIRN_CHUNK')) {
         err = new CairnError('CAIRN_RESTORE_FAILED', `not restored: ${errorMessage(err)}`);
       }
@@ -378,7 +372,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
           if (e.linked) linkTargets.set(e.path.toString('latin1'), new Promise<boolean>((res) => (created = res)));
           const p: Promise<void> = restoreFile(e, created).finally(() => inflightFiles.delete(p));
           inflightFiles.add(p);
-          if (inflightFiles.size >= 32) await Promise.race(inflightFiles);
+          if (inflightFiles.size >= 64) await Promise.race(inflightFiles);
         }
       } catch (err) {
         fail(e, err);
@@ -401,6 +395,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
     }
   } finally {
     if (progressTimer) clearInterval(progressTimer);
+    await pool.close();
   }
   r.duration_s = (Date.now() - started) / 1000;
   return r;

@@ -352,6 +352,7 @@ export class ApiServer {
     const parts = encodeUploadBatch(out);
     const length = parts.reduce((n, b) => n + b.length, 0);
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': length });
+    res.cork();
     for (const b of parts) res.write(b);
     res.end();
     // Answers are large and short-lived: collect them before they pile up (box RSS, measured).

@@ -1,0 +1,152 @@
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { CairnError, CairnErrorCode } from '../core/errors';
+import { DataKeys, dataKeysToJson } from '../core/keys';
+import type { RestoreWorkerReply, RestoreWorkerRequest } from './restore-worker';
+
+/** File metadata applied when a restored file is complete. */
+export interface FileMeta {
+  mode: number;
+  uid: number;
+  gid: number;
+  /** seconds, already adjusted for libuv's truncation (see nsToSeconds) */
+  atime: number;
+  mtime: number;
+}
+
+/** One file being restored by a worker. */
+export class RestoringFile {
+  /** set as soon as the worker reports a failure: callers stop fetching its chunks */
+  failure: CairnError | undefined;
+  private settle: { resolve: () => void; reject: (e: CairnError) => void } | undefined;
+  private readonly settled: Promise<void>;
+
+  constructor(private readonly pool: RestorePool, readonly id: number, private readonly worker: number) {
+    this.settled = new Promise<void>((resolve, reject) => (this.settle = { resolve, reject }));
+    this.settled.catch(() => undefined); // observed through finish()
+  }
+
+  /** Hands a sealed chunk to the worker (copied out of the fetch answer it came in, then transferred). */
+  write(offset: number, size: number, id: Buffer, blob: Buffer): void {
+    const ab = blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.length) as ArrayBuffer;
+    this.pool.post(this.worker, { type: 'chunk', file: this.id, offset, size, id: new Uint8Array(id), blob: ab }, [ab]);
+  }
+
+  /** Applies owner, mode and times and closes the file; rejects with the file's failure. */
+  finish(meta: FileMeta): Promise<void> {
+    this.pool.post(this.worker, { type: 'finish', file: this.id, ...meta });
+    return this.settled;
+  }
+
+  /** Gives up on the file: the worker closes and removes it. */
+  abort(): void {
+    this.pool.post(this.worker, { type: 'abort', file: this.id });
+    this.pool.forget(this.id);
+  }
+
+  /** @internal */
+  reply(m: RestoreWorkerReply): void {
+    if (m.type === 'done') this.settle?.resolve();
+    else if (m.type === 'failed' && !this.failure) {
+      const code = m.code && /^CAIRN_[A-Z_]+$/.test(m.code) ? (m.code as CairnErrorCode) : 'CAIRN_RESTORE_FAILED';
+      this.failure = new CairnError(code, m.message);
+      this.settle?.reject(this.failure);
+    }
+  }
+}
+
+/**
+ * Restore workers (see restore-worker.ts). Each file goes to the worker with the fewest open
+ * files; `onAck(bytes)` reports every chunk a worker has finished with, so the caller can
+ * bound what is in flight.
+ */
+export class RestorePool {
+  private readonly workers: Worker[] = [];
+  private readonly load: number[] = [];
+  private readonly files = new Map<number, { file: RestoringFile; worker: number }>();
+  /** requests not yet posted, per worker: they leave together at the end of this turn of the event loop */
+  private readonly outbox: { requests: RestoreWorkerRequest[]; transfer: ArrayBuffer[] }[] = [];
+  private flushScheduled = false;
+  private nextId = 1;
+  private failed: Error | undefined;
+
+  constructor(keys: DataKeys, private readonly onAck: (bytes: number) => void, opts: { threads?: number } = {}) {
+    // File creation is mostly kernel time and can wait on directory locks: a few more threads than cores.
+    const threads = opts.threads ?? Math.max(2, Math.min(os.availableParallelism() + 1, 4));
+    const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+    for (let i = 0; i < threads; i++) {
+      const w = new Worker(path.join(__dirname, 'restore-worker.js'));
+      const init: RestoreWorkerRequest[] = [{ type: 'init', keys: dataKeysToJson(keys), isRoot }];
+      w.postMessage(init);
+      w.on('message', (replies: RestoreWorkerReply[]) => replies.forEach((m) => this.onMessage(m)));
+      w.on('error', (err) => this.fail(err));
+      w.on('exit', (code) => {
+        if (code !== 0) this.fail(new Error(`restore worker exited with code ${code}`));
+      });
+      this.workers.push(w);
+      this.load.push(0);
+      this.outbox.push({ requests: [], transfer: [] });
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failed ??= err;
+    for (const { file } of this.files.values()) file.reply({ type: 'failed', file: file.id, code: 'CAIRN_RESTORE_FAILED', message: `restore worker failed: ${err.message}` });
+    this.files.clear();
+  }
+
+  private onMessage(m: RestoreWorkerReply): void {
+    if (m.type === 'ack') return this.onAck(m.bytes);
+    const entry = this.files.get(m.file);
+    if (!entry) return;
+    entry.file.reply(m);
+    this.files.delete(m.file);
+    this.load[entry.worker]--;
+  }
+
+  /** @internal */
+  forget(id: number): void {
+    const entry = this.files.get(id);
+    if (!entry) return;
+    this.files.delete(id);
+    this.load[entry.worker]--;
+  }
+
+  /** @internal */
+  post(worker: number, m: RestoreWorkerRequest, transfer?: ArrayBuffer[]): void {
+    const box = this.outbox[worker];
+    box.requests.push(m);
+    if (transfer) box.transfer.push(...transfer);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    this.outbox.forEach((box, i) => {
+      if (!box.requests.length) return;
+      this.workers[i].postMessage(box.requests, box.transfer);
+      this.outbox[i] = { requests: [], transfer: [] };
+    });
+  }
+
+  /** Starts a file: the worker removes what is at `abs` when `clear` (never a directory) and creates it. */
+  open(abs: Buffer, clear: boolean, verifyOnly: boolean): RestoringFile {
+    if (this.failed) throw new CairnError('CAIRN_RESTORE_FAILED', `restore worker failed: ${this.failed.message}`);
+    let w = 0;
+    for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
+    const id = this.nextId++;
+    const file = new RestoringFile(this, id, w);
+    this.files.set(id, { file, worker: w });
+    this.load[w]++;
+    this.post(w, { type: 'open', file: id, abs: new Uint8Array(abs), clear, verifyOnly });
+    return file;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
