@@ -7,6 +7,7 @@ import { DataKeys, deriveDataKeys } from '../core/keys';
 import fs from 'node:fs';
 import { JobRunner } from './jobs/runner';
 import { applyRetention } from './jobs/retention';
+import { quarantine } from './jobs/verify';
 import { Logger, silentLogger } from '../core/log';
 import { CairnError } from '../core/errors';
 import { createHardware, Hardware, HwProfile } from '../hw';
@@ -75,6 +76,10 @@ export class Box implements StoreSpace {
     this.store = new ChunkStore(this.blobs, catalog, this.keys, dir.refs, dir.tmp);
     this.config = readBoxConfig(dir);
     this.jobs = new JobRunner(this);
+    this.store.quarantine = async (id, reason) => {
+      const bad = await quarantine(this, id, reason);
+      this.log.error('check.quarantined', { chunk: bad.id, reason, snapshots: bad.snapshots.map((x) => x.id) });
+    };
     const catalogRef = catalog;
     this.store.afterCommit = (info) => {
       const src = catalogRef.listSources({ agentId: info.agent, source: info.source })[0];

@@ -80,14 +80,13 @@ describe('integration: append-only agents and hostile input', function () {
     expect((await client.json<SnapshotInfo[]>('GET', '/v1/snapshots')).map((s) => s.id)).to.include(snap.id);
   });
 
-  it('never overwrites a stored chunk: a re-upload is "existed", a forged one is rejected', async () => {
+  it('never overwrites a stored chunk: a re-upload or a forged copy of a stored id is "existed" and changes nothing', async () => {
     const id = Buffer.from(snap.manifest[0].id, 'hex');
     const stored = (): Promise<Buffer> => client.call('GET', `/v1/snapshots/${snap.id}/chunks/${snap.manifest[0].id}`);
     const bytesBefore = await stored();
     const forged = await sealChunk(keys, id, Buffer.from('ransomware was here'), 'manifest');
-    const r1 = await client.request('POST', '/v1/chunks', encodeUploadBatch([{ id, blob: forged }]));
-    expect(r1.status).to.equal(422);
-    expect(JSON.parse(r1.body.toString()).error.code).to.equal('CAIRN_CHUNK_ID_MISMATCH');
+    const r1 = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id, blob: forged }]))).toString());
+    expect(r1).to.deep.equal({ stored: 0, existed: 1 });
     const plain = Buffer.from('x'.repeat(1000));
     const pid = chunkId(keys.idKey, plain);
     const blob = await sealChunk(keys, pid, plain, 'data');
@@ -212,4 +211,75 @@ describe('integration: append-only agents and hostile input', function () {
     expect(v13.status, v13.stderr.toString()).to.equal(0);
     expect(v13.stdout.toString()).to.match(/TLSv1\.3/);
   });
+
+  describe('checked on sharing: a forged chunk never reaches another agent', () => {
+    // Two agents of their own (the outer tests revoke the first agent before these run).
+    let client: BoxClient;
+    let other: BoxClient;
+    const unchecked = async (): Promise<number> => (await h.cairndJson<{ unchecked_chunks: number }>(['status'])).unchecked_chunks;
+    /** A blob sealed with the right keys whose content does not hash to the id it is uploaded under. */
+    const forge = async (label: string): Promise<{ id: Buffer; blob: Buffer; good: Buffer }> => {
+      const good = Buffer.from(`the real content of ${label} `.repeat(200));
+      const id = chunkId(keys.idKey, good);
+      return { id, blob: await sealChunk(keys, id, Buffer.from(`planted instead of ${label}`), 'data'), good };
+    };
+    const missing = async (c: BoxClient, id: Buffer): Promise<boolean> => (await c.call('POST', '/v1/chunks/missing', id)).equals(id);
+
+    const pairNew = async (name: string): Promise<BoxClient> => {
+      const home = h.path(name);
+      const r = await h.cairn(['pair', h.daemon!.address, '--token', await h.token()], { CAIRN_HOME: home });
+      expect(r.code, r.stderr).to.equal(0);
+      const cfg = JSON.parse(fs.readFileSync(path.join(home, 'agent.json'), 'utf8')) as { agent: { credential: string } };
+      return new BoxClient(h.client().endpoint, cfg.agent.credential);
+    };
+
+    before(async () => {
+      client = await pairNew('agent-uploader');
+      other = await pairNew('agent-sharing');
+    });
+    after(() => {
+      client.close();
+      other.close();
+    });
+
+    it('another agent asking for it gets "missing" (it is quarantined), uploads a good copy, and that copy is served', async () => {
+      const f = await forge('shared file');
+      const before = await unchecked();
+      expect(JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: f.id, blob: f.blob }]))).toString())).to.deep.equal({ stored: 1, existed: 0 });
+      expect(await unchecked()).to.equal(before + 1);
+      expect(await missing(client, f.id), 'its uploader relies on its own upload').to.equal(false);
+      expect(await missing(other, f.id), 'another agent is never told the forged chunk is stored').to.equal(true);
+      expect(await unchecked()).to.equal(before);
+      expect(await missing(client, f.id), 'quarantined: gone for its uploader too').to.equal(true);
+      const good = await sealChunk(keys, f.id, f.good, 'data');
+      expect(JSON.parse((await other.call('POST', '/v1/chunks', encodeUploadBatch([{ id: f.id, blob: good }]))).toString())).to.deep.equal({ stored: 1, existed: 0 });
+      expect(await missing(other, f.id)).to.equal(false);
+      const q = fs.readdirSync(path.join(h.data, 'quarantine'));
+      expect(q.some((n) => n.startsWith(f.id.toString('hex')))).to.equal(true);
+    });
+
+    it('a snapshot of another agent that references an unchecked forged chunk is refused', async () => {
+      const f = await forge('referenced file');
+      await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: f.id, blob: f.blob }]));
+      const body = Buffer.concat(encodeCommit({ source: 'sharing', host: 'x', manifest: [{ id: f.id.toString('hex'), size: f.good.length }], stats: {} as never }, f.id));
+      const r = await other.request('POST', '/v1/snapshots', body);
+      expect(r.status, r.body.toString()).to.equal(409);
+      expect(JSON.parse(r.body.toString()).error.code).to.equal('CAIRN_SNAPSHOT_INCOMPLETE');
+      expect(await missing(client, f.id)).to.equal(true);
+    });
+
+    it('in idle time the box checks every unchecked chunk and quarantines forged ones', async () => {
+      const f = await forge('idle file');
+      const plain = Buffer.from('an honest chunk '.repeat(300));
+      const honest = { id: chunkId(keys.idKey, plain), blob: await sealChunk(keys, chunkId(keys.idKey, plain), plain, 'data') };
+      await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: f.id, blob: f.blob }, honest]));
+      expect(await unchecked()).to.be.at.least(2);
+      const deadline = Date.now() + 30_000;
+      while ((await unchecked()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+      expect(await unchecked(), 'checked once agents were quiet for 5 s').to.equal(0);
+      expect(await missing(client, f.id), 'the forged chunk is quarantined').to.equal(true);
+      expect(await missing(client, honest.id), 'the honest one stays').to.equal(false);
+    });
+  });
+
 });

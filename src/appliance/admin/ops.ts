@@ -84,6 +84,9 @@ export const adminOps: Record<string, AdminOp> = {
       snapshots: box.catalog.listSnapshots().length,
       chunks: chunks.count,
       stored_bytes: chunks.bytes,
+      /** uploaded by an agent and not yet checked by the box (checked on sharing, or in idle time) */
+      unchecked_chunks: box.identity.role === 'secondary' ? 0 : box.catalog.countUnchecked(),
+      idle_checks: box.jobs.idleChecks,
       hardware: await box.hardwareStatus(),
       replication: secondaryStatus(box),
     };

@@ -94,7 +94,7 @@ export function peerRoutes(box: Box, log: Logger, now: () => number): Route[] {
     {
       method: 'POST', pattern: /^\/v1\/peer\/chunks\/missing$/, auth: 'peer', handler: async (req, res, _m, ctx) => {
         const ids = decodeIdList(await readBody(req, MAX_MISSING_QUERY * 32), MAX_MISSING_QUERY);
-        sendBinary(res, Buffer.concat(space(ctx.peer).store.missing(ids)));
+        sendBinary(res, Buffer.concat(await space(ctx.peer).store.missing(ids)));
       },
     },
     {

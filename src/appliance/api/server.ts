@@ -139,6 +139,8 @@ export class ApiServer {
       if (route.auth === 'agent') {
         ctx.space = this.agentSpace(req);
         agent = ctx.agent = this.authenticate(req, ctx.space);
+        // Idle-time checks (jobs/runner.ts) wait while agents are at work.
+        ctx.space.store.lastAgentActivity = this.now();
       } else if (route.auth === 'peer') {
         ctx.peer = this.authenticatePeer(req);
         ctx.space = ctx.peer;
@@ -259,7 +261,7 @@ export class ApiServer {
   private async missing(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext): Promise<void> {
     const ids = decodeIdList(await readBody(req, MAX_MISSING_QUERY * 32), MAX_MISSING_QUERY);
     if (ctx.agent) ctx.space.store.touchSession(ctx.agent.id, this.now());
-    sendBinary(res, Buffer.concat(ctx.space.store.missing(ids)));
+    sendBinary(res, Buffer.concat(await ctx.space.store.missing(ids, ctx.agent?.id ?? null)));
   }
 
   /** Backup traffic from an agent counts as a running job for the LEDs until it has been quiet for 30 s. */
@@ -284,7 +286,7 @@ export class ApiServer {
     if (agent) ctx.space.store.touchSession(agent.id, this.now());
     const body = await readBody(req, MAX_UPLOAD_BATCH_BYTES + MAX_CHUNK_BLOB + 1024);
     const items = decodeUploadBatch(body);
-    const r = await ctx.space.store.putBatch(items);
+    const r = await ctx.space.store.putBatch(items, { owner: agent?.id });
     sendJson(res, 200, r);
   }
 

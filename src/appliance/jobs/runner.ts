@@ -27,10 +27,18 @@ export const DEFAULT_SCHEDULE: Schedule = {
   tickMs: 60 * 1000,
 };
 
+/** How often the idle-time checker looks, and how long agents must have been quiet. */
+const CHECK_TICK_MS = 2000;
+const IDLE_MS = 5000;
+
 export class JobRunner {
   private readonly mutex = new Mutex();
   private running: string | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private checkTimer: NodeJS.Timeout | undefined;
+  private checking = false;
+  /** chunks checked in idle time since start (cairnd status) */
+  readonly idleChecks = { checked: 0, bad: 0, bytes: 0, seconds: 0 };
 
   constructor(private readonly box: Box) {}
 
@@ -110,9 +118,40 @@ export class JobRunner {
     };
     this.timer = setInterval(tick, s.tickMs);
     this.timer.unref();
+    this.checkTimer = setInterval(() => void this.checkWhileIdle(), CHECK_TICK_MS);
+    this.checkTimer.unref();
+  }
+
+  /**
+   * Idle-time work of a box with keys: checks the chunks agents uploaded unchecked (see
+   * chunk-store.ts, checked on sharing), a batch at a time, while no agent has been heard for
+   * IDLE_MS. A bad one is quarantined and reported like verify's finds.
+   */
+  async checkWhileIdle(idleMs = IDLE_MS): Promise<void> {
+    if (this.checking || this.box.identity.role === 'secondary') return;
+    const store = this.box.store;
+    this.checking = true;
+    const started = Date.now();
+    try {
+      while (Date.now() - store.lastAgentActivity >= idleMs) {
+        const r = await store.checkUnchecked(32);
+        this.idleChecks.checked += r.checked;
+        this.idleChecks.bad += r.bad;
+        this.idleChecks.bytes += r.bytes;
+        if (r.bad) this.log.error('check.bad_chunks', { bad: r.bad });
+        if (r.checked === 0) break;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } catch (err) {
+      this.log.error('check.failed', { err: errorMessage(err) });
+    } finally {
+      this.idleChecks.seconds += (Date.now() - started) / 1000;
+      this.checking = false;
+    }
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    if (this.checkTimer) clearInterval(this.checkTimer);
   }
 }

@@ -100,7 +100,7 @@ export async function runVerify(box: StoreSpace, opts: VerifyOptions = {}): Prom
   }
 }
 
-async function quarantine(box: StoreSpace, id: Buffer, reason: string): Promise<BadChunk> {
+export async function quarantine(box: StoreSpace, id: Buffer, reason: string): Promise<BadChunk> {
   const hex = id.toString('hex');
   const qdir = box.quarantineDir;
   fs.mkdirSync(qdir, { recursive: true, mode: 0o700 });

@@ -318,7 +318,7 @@ export class Replicator {
     const refs = sortUniqueIds(raw);
     const missing: Buffer[] = [];
     for (let off = 0; off < refs.length; off += MAX_MISSING_QUERY * CHUNK_ID_BYTES) {
-      missing.push(...store.missing(decodeIdList(refs.subarray(off, off + MAX_MISSING_QUERY * CHUNK_ID_BYTES), MAX_MISSING_QUERY)));
+      missing.push(...(await store.missing(decodeIdList(refs.subarray(off, off + MAX_MISSING_QUERY * CHUNK_ID_BYTES), MAX_MISSING_QUERY))));
     }
     for (let i = 0; i < missing.length;) {
       if (this.stopped) return;

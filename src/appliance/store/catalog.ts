@@ -13,7 +13,7 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
  * Invariant: a chunk row exists only after its blob is durable; a snapshot row exists only
  * after its refs file is durable and every id in it has a chunk row.
  */
-export const CATALOG_SCHEMA_VERSION = 4;
+export const CATALOG_SCHEMA_VERSION = 5;
 export const DEFAULT_KEEP = 30;
 
 export type JobKind = 'backup' | 'gc' | 'verify' | 'retention' | 'replication' | 'flowback';
@@ -100,7 +100,8 @@ export function hashSecret(secret: Buffer | string): Buffer {
 export class Catalog {
   readonly db: Database.Database;
   private readonly hasChunkStmt: Database.Statement<[Buffer], { x: number }>;
-  private readonly insertChunk: Database.Statement<[Buffer, number, number, number, Buffer | null, string | null, number | null]>;
+  private readonly insertChunk: Database.Statement<[Buffer, number, number, number, Buffer | null, string | null, number | null, string | null]>;
+  private readonly ownerStmt: Database.Statement<[Buffer], { owner: string | null }>;
   private readonly locateStmt: Database.Statement<[Buffer], ChunkLocation>;
   private readonly seeChunk: Database.Statement<[number, Buffer]>;
 
@@ -114,7 +115,8 @@ export class Catalog {
       this.migrate();
     }
     this.hasChunkStmt = this.db.prepare('SELECT 1 AS x FROM chunks WHERE id = ?');
-    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at, sha256, pack, offset) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.insertChunk = this.db.prepare('INSERT OR IGNORE INTO chunks (id, size, stored_at, seen_at, sha256, pack, offset, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    this.ownerStmt = this.db.prepare('SELECT owner FROM chunks WHERE id = ?');
     this.seeChunk = this.db.prepare('UPDATE chunks SET seen_at = ? WHERE id = ?');
     this.locateStmt = this.db.prepare('SELECT size, pack, offset FROM chunks WHERE id = ?');
   }
@@ -177,6 +179,16 @@ export class Catalog {
         ALTER TABLE chunks ADD COLUMN offset INTEGER;
         CREATE INDEX chunks_by_pack ON chunks (pack) WHERE pack IS NOT NULL;
         UPDATE meta SET value = '4' WHERE key = 'schema';
+        COMMIT;`);
+    }
+    if (version < 5) {
+      // v5 (checked on sharing): owner = the agent that uploaded a chunk not yet opened and
+      // checked by the box; NULL = checked (every chunk stored before v5 was checked on upload).
+      this.db.exec(`
+        BEGIN;
+        ALTER TABLE chunks ADD COLUMN owner TEXT;
+        CREATE INDEX chunks_unchecked ON chunks (owner) WHERE owner IS NOT NULL;
+        UPDATE meta SET value = '5' WHERE key = 'schema';
         COMMIT;`);
     }
   }
@@ -454,10 +466,50 @@ export class Catalog {
     return out;
   }
 
-  addChunks(rows: { id: Buffer; size: number; sha256?: Buffer; pack?: string; offset?: number }[], now = Date.now()): void {
+  /**
+   * Like missingChunks, for a box with keys: also returns the present chunks whose content the
+   * box has not checked yet and that were uploaded by someone other than `asker` (null: anyone).
+   */
+  missingOrUnchecked(ids: Buffer[], asker: string | null, now = Date.now()): { missing: Buffer[]; unchecked: Buffer[] } {
+    const missing: Buffer[] = [];
+    const unchecked: Buffer[] = [];
+    this.db.transaction(() => {
+      for (const id of ids) {
+        const row = this.ownerStmt.get(id);
+        if (row === undefined) missing.push(id);
+        else {
+          if (row.owner !== null && row.owner !== asker) unchecked.push(id);
+          this.seeChunk.run(now, id);
+        }
+      }
+    })();
+    return { missing, unchecked };
+  }
+
+  /** undefined: no such chunk; null: checked by the box; else the agent that uploaded it unchecked. */
+  chunkOwner(id: Buffer): string | null | undefined {
+    return this.ownerStmt.get(id)?.owner;
+  }
+
+  markChecked(ids: Buffer[]): void {
+    const st = this.stmt('UPDATE chunks SET owner = NULL WHERE id = ?');
+    this.db.transaction(() => {
+      for (const id of ids) st.run(id);
+    })();
+  }
+
+  uncheckedChunks(limit: number): Buffer[] {
+    return (this.stmt('SELECT id FROM chunks WHERE owner IS NOT NULL LIMIT ?').raw().all(limit) as [Buffer][]).map((r) => r[0]);
+  }
+
+  countUnchecked(): number {
+    return (this.stmt('SELECT count(*) AS n FROM chunks WHERE owner IS NOT NULL').get() as { n: number }).n;
+  }
+
+  addChunks(rows: { id: Buffer; size: number; sha256?: Buffer; pack?: string; offset?: number; owner?: string }[], now = Date.now()): void {
     const tx = this.db.transaction(() => {
       for (const r of rows) {
-        this.insertChunk.run(r.id, r.size, now, now, r.sha256 ?? null, r.pack ?? null, r.offset ?? null);
+        this.insertChunk.run(r.id, r.size, now, now, r.sha256 ?? null, r.pack ?? null, r.offset ?? null, r.owner ?? null);
         this.seeChunk.run(now, r.id);
       }
     });

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { CairnError } from '../../core/errors';
+import { CairnError, errorMessage } from '../../core/errors';
 import { openChunk, parseChunkHeader } from '../../core/chunk-codec';
 import { DataKeys } from '../../core/keys';
 import { LocalBlobStore, StagedBlob, StagedPack } from './blob-store';
@@ -25,9 +25,19 @@ export interface SnapshotCommitInput {
 }
 
 /**
- * Chunk store: the blob store plus the catalog, with verification. Every uploaded blob is
- * opened with the box's keys and its id recomputed before it is stored, so one agent can
- * never plant bytes under an id that another agent's content would dedup against.
+ * Chunk store: the blob store plus the catalog, with verification.
+ *
+ * Checked on sharing (catalog v5). A chunk's content is checked by opening it with the box's
+ * keys and recomputing its id. A chunk an agent uploads is stored after a header check and
+ * recorded with that agent as its owner, unchecked: until another party relies on it, a wrong
+ * one could only spoil its own uploader's backups, which that agent could do anyway. It is
+ * checked before anyone else may rely on it: when another agent asks whether the box has it
+ * (a bad one is quarantined and reported missing, so that agent uploads a good copy), when a
+ * snapshot of another agent references it, or when a replicated snapshot does. In idle time
+ * the box checks the rest (checkUnchecked). So one agent can still never plant bytes under an
+ * id that another agent's content would dedup against. Uploads without an owner (replication,
+ * recovery) are checked before they are stored, as every upload was before v5. Profiled: the
+ * check on upload was the largest single cost of the box during a first backup.
  *
  * Commit invariant: a snapshot row is written only after its refs file is durable and after
  * every referenced id was found in the catalog (whose rows follow durable blobs).
@@ -64,6 +74,11 @@ export class ChunkStore {
     return oldest;
   }
 
+  /** Moves a chunk that failed its check aside (verify's quarantine); without it the row is only dropped. */
+  quarantine: ((id: Buffer, reason: string) => Promise<void>) | undefined;
+  /** when an agent last asked or uploaded (the idle-time checker waits for quiet) */
+  lastAgentActivity = 0;
+
   /** Hook run after every commit, inside the commit lock (retention). */
   afterCommit: ((info: SnapshotInfo) => void) | undefined;
 
@@ -78,19 +93,75 @@ export class ChunkStore {
     fs.mkdirSync(refsDir, { recursive: true, mode: 0o700 });
   }
 
-  missing(ids: Buffer[]): Buffer[] {
-    return this.catalog.missingChunks(ids);
+  /**
+   * The ids the store lacks. With keys, chunks another agent uploaded and the box has not
+   * checked yet are checked first; bad ones are quarantined and reported missing.
+   */
+  async missing(ids: Buffer[], asker: string | null = null): Promise<Buffer[]> {
+    if (!this.keys) return this.catalog.missingChunks(ids);
+    const r = this.catalog.missingOrUnchecked(ids, asker);
+    if (r.unchecked.length) r.missing.push(...(await this.check(r.unchecked)));
+    return r.missing;
+  }
+
+  /** Opens and checks chunks with the box's keys; marks the good ones checked, quarantines the others. Returns the bad ids. */
+  async check(ids: Buffer[]): Promise<Buffer[]> {
+    const keys = this.keys;
+    if (!keys || ids.length === 0) return [];
+    const good: Buffer[] = [];
+    const bad: { id: Buffer; reason: string }[] = [];
+    for (const id of ids) {
+      try {
+        openChunk(keys, id, await this.getBlob(id));
+        good.push(id);
+      } catch (err) {
+        if (this.catalog.chunkOwner(id) === undefined) continue; // freed by GC meanwhile
+        bad.push({ id, reason: errorMessage(err) });
+      }
+    }
+    this.catalog.markChecked(good);
+    for (const b of bad) {
+      if (this.quarantine) await this.quarantine(b.id, b.reason);
+      else this.catalog.quarantineChunk(b.id, b.reason, '');
+    }
+    return bad.map((b) => b.id);
+  }
+
+  /** Checks up to `limit` unchecked chunks (idle-time work); returns how many were checked. */
+  async checkUnchecked(limit = 64): Promise<{ checked: number; bad: number; bytes: number }> {
+    const ids = this.catalog.uncheckedChunks(limit);
+    let bytes = 0;
+    for (const id of ids) bytes += this.catalog.chunkLocation(id)?.size ?? 0;
+    const bad = await this.check(ids);
+    return { checked: ids.length, bad: bad.length, bytes };
+  }
+
+  /** Before a commit: the refs that others uploaded unchecked are checked; bad ones make the commit incomplete. */
+  private async checkForeignRefs(refs: Buffer, committer: string): Promise<void> {
+    if (!this.keys) return;
+    const foreign: Buffer[] = [];
+    for (let off = 0; off + CHUNK_ID_BYTES <= refs.length; off += CHUNK_ID_BYTES) {
+      const id = refs.subarray(off, off + CHUNK_ID_BYTES);
+      const owner = this.catalog.chunkOwner(id);
+      if (owner && owner !== committer) foreign.push(id);
+    }
+    const bad = await this.check(foreign);
+    if (bad.length) {
+      throw new CairnError('CAIRN_SNAPSHOT_INCOMPLETE', `snapshot refused: ${bad.length} referenced chunks were damaged and are quarantined; upload them and commit again`, { missing: bad.map((b) => b.toString('hex')) });
+    }
   }
 
   /**
    * Verifies every blob of a batch first (a single bad frame rejects the batch and stores
    * nothing), then stores each durably, then records them in one catalog transaction.
    */
-  async putBatch(items: { id: Buffer; blob: Buffer }[]): Promise<{ stored: number; existed: number }> {
+  async putBatch(items: { id: Buffer; blob: Buffer }[], opts: { owner?: string } = {}): Promise<{ stored: number; existed: number }> {
+    // An agent's upload is checked on sharing (see above); anything else is checked now.
+    const owner = this.keys && opts.owner ? opts.owner : undefined;
     for (const it of items) {
       if (it.id.length !== CHUNK_ID_BYTES) throw new CairnError('CAIRN_CHUNK_ID_INVALID', 'chunk id must be 32 bytes');
       parseChunkHeader(it.blob);
-      if (this.keys) openChunk(this.keys, it.id, it.blob);
+      if (this.keys && !owner) openChunk(this.keys, it.id, it.blob);
     }
     let existed = 0;
     const fresh: { id: Buffer; blob: Buffer }[] = [];
@@ -127,8 +198,8 @@ export class ChunkStore {
         await this.blobs.publish(todo, true);
         if (pack && packTodo.length) await this.blobs.publishPack(pack);
         this.catalog.addChunks([
-          ...todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')) })),
-          ...packTodo.map((e) => ({ id: e.id, size: e.size, sha256: sums?.get(e.id.toString('hex')), pack: pack!.name, offset: e.offset })),
+          ...todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')), owner })),
+          ...packTodo.map((e) => ({ id: e.id, size: e.size, sha256: sums?.get(e.id.toString('hex')), pack: pack!.name, offset: e.offset, owner })),
         ]);
         return { stored: todo.length + packTodo.length, existed };
       });
@@ -163,6 +234,7 @@ export class ChunkStore {
 
   /** Commits a snapshot. `refs` must be sorted and unique. */
   async commitSnapshot(c: SnapshotCommitInput): Promise<SnapshotInfo> {
+    await this.checkForeignRefs(c.refs, c.agentId);
     return this.commitLock.run(() => this.commitLocked(c));
   }
 
@@ -171,6 +243,7 @@ export class ChunkStore {
    * time. Idempotent: a snapshot already present is returned as is.
    */
   async importSnapshot(c: SnapshotCommitInput & { id: string; createdAt: number }): Promise<SnapshotInfo> {
+    await this.checkForeignRefs(c.refs, c.agentId);
     return this.commitLock.run(async () => this.catalog.getSnapshot(c.id) ?? this.commitLocked(c));
   }
 
@@ -179,7 +252,9 @@ export class ChunkStore {
     const missing: string[] = [];
     for (let i = 0; i < n; i++) {
       const id = c.refs.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
-      if (!this.catalog.hasChunk(id)) {
+      const owner = this.catalog.chunkOwner(id);
+      // Absent, or uploaded unchecked by another agent since checkForeignRefs ran (a race): upload and commit again.
+      if (owner === undefined || (owner !== null && owner !== c.agentId && this.keys)) {
         missing.push(id.toString('hex'));
         if (missing.length >= 1000) break;
       }
