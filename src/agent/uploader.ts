@@ -22,7 +22,7 @@ const KNOWN_LIMIT = 500_000;
 
 export class Uploader {
   /** sealed blobs come from workers as transferred ArrayBuffers; collect them promptly once sent */
-  private readonly garbage = new ExternalGarbage(64 * 1024 * 1024);
+  private readonly garbage = new ExternalGarbage(16 * 1024 * 1024);
   readonly stats: UploadStats = { bytes_new: 0, bytes_uploaded: 0, chunks_new: 0, chunks_seen: 0 };
   private pending: ChunkOut[] = [];
   private pendingBytes = 0;

@@ -40,6 +40,23 @@ export class WorkerPool {
   private readonly inflight: Int32Array;
   private nextJob = 1;
   private failed: Error | undefined;
+  /** jobs not yet posted, per worker: they leave together at the end of this turn of the event loop */
+  private readonly outbox: (FileJob | VolumeJob)[][] = [];
+  private flushScheduled = false;
+
+  private post(worker: number, job: FileJob | VolumeJob): void {
+    this.outbox[worker].push(job);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.outbox.forEach((jobs, i) => {
+          if (jobs.length) this.workers[i].postMessage(jobs);
+          this.outbox[i] = [];
+        });
+      });
+    }
+  }
 
   constructor(keys: DataKeys, opts: { threads?: number; inflightLimitBytes?: number } = {}) {
     const threads = opts.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
@@ -48,14 +65,15 @@ export class WorkerPool {
     const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 32 * 1024 * 1024 };
     for (let i = 0; i < threads; i++) {
       const w = new Worker(path.join(__dirname, 'chunk-worker.js'));
-      w.postMessage({ type: 'init', init });
-      w.on('message', (m: WorkerMessage) => this.onMessage(m));
+      w.postMessage([{ type: 'init', init }]);
+      w.on('message', (batch: WorkerMessage[]) => batch.forEach((m) => this.onMessage(m)));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
         if (code !== 0) this.fail(new Error(`chunk worker exited with code ${code}`));
       });
       this.workers.push(w);
       this.busy.push(0);
+      this.outbox.push([]);
     }
   }
 
@@ -92,8 +110,7 @@ export class WorkerPool {
     this.busy[w]++;
     return new Promise<FileResult>((resolve) => {
       this.pending.set(jobId, { onChunk, resolve, worker: w });
-      const job: FileJob = { type: 'file', jobId, path: filePath, kind };
-      this.workers[w].postMessage(job);
+      this.post(w, { type: 'file', jobId, path: filePath, kind });
     });
   }
 
@@ -107,8 +124,7 @@ export class WorkerPool {
     return new Promise<VolumeDone>((resolve) => {
       const failed = (r: FileResult): void => resolve({ type: 'volume-done', jobId, bytes: 0, states: new Uint8Array(0), ids: new Uint8Array(0), error: r.error ?? 'chunk worker failed' });
       this.pending.set(jobId, { onChunk, resolve: failed, onVolume: resolve, worker: w });
-      const msg: VolumeJob = { type: 'volume', jobId, ...job };
-      this.workers[w].postMessage(msg);
+      this.post(w, { type: 'volume', jobId, ...job });
     });
   }
 
