@@ -180,7 +180,7 @@ mkdir -p "$WORK/app/docs" && cp "$REPO/docs/appliance-os.md" "$WORK/app/docs/"
 # lz4-napi's), without running install scripts: native addons are built in the target chroot.
 (cd "$WORK/app" && npm ci --silent --omit=dev --ignore-scripts --no-audit --no-fund --os=linux --cpu="$NPM_CPU" --libc=glibc)
 
-# How native addons (better-sqlite3, rpio; sodium-native and lz4-napi come prebuilt) are built:
+# How native addons (better-sqlite3, rpio, zstd-napi; sodium-native and lz4-napi come prebuilt) are built:
 #   native  target = host architecture: in a builder chroot of that architecture.
 #   cross   arm64 on an amd64 host (default there): in an amd64 builder chroot with Debian's
 #           aarch64 cross compiler (gcc 12 against bookworm's arm64 glibc, the image's own),
@@ -253,7 +253,8 @@ else
     "$WORK/app/node_modules/better-sqlite3/build/Release/obj" "$WORK/app/node_modules/better-sqlite3/build/Release/obj.target" \
     "$WORK/app/node_modules/better-sqlite3/build/Release/.deps" "$WORK/app/node_modules/better-sqlite3/build/Release/test_extension.node" \
     "$WORK/app/node_modules/better-sqlite3/build/deps" "$WORK/app/node_modules/rpio/build/Release/obj.target" \
-    "$WORK/app/node_modules/rpio/build/Release/.deps"
+    "$WORK/app/node_modules/rpio/build/Release/.deps" "$WORK/app/node_modules/zstd-napi/deps" \
+    "$WORK/app/node_modules/zstd-napi/build/Release/obj.target" "$WORK/app/node_modules/zstd-napi/build/Release/.deps"
   find "$WORK/app/node_modules/sodium-native/prebuilds" -mindepth 1 -maxdepth 1 ! -name "linux-$NPM_CPU" -exec rm -rf {} +
   rm -rf "$WORK/builder"
   if [ "$ADDON_CACHE_USE" = 1 ]; then
@@ -363,6 +364,7 @@ chroot "$R" update-initramfs -c -k "$KVER"
 chroot "$R" /usr/bin/env -i PATH="$NODE_DIR/bin:/usr/bin:/bin" sh -c "cd $APP_DIR && node -e '
   const Db = require(\"better-sqlite3\"); const db = new Db(\":memory:\"); db.exec(\"create table t(x)\");
   require(\"sodium-native\"); const lz4 = require(\"lz4-napi\"); lz4.compressSync(Buffer.from(\"cairn\"));
+  const zstd = require(\"zstd-napi/binding\"); zstd.compressBound(1);
   require(\"rpio\");
   console.log(\"addons load in the image on \" + process.arch + \" (node \" + process.version + \")\");'"
 chroot_umounts "$R"

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { WasmChunker } from '../core/chunker';
 import { chunkId } from '../core/chunk-id';
-import { ChunkKind, sealChunk } from '../core/chunk-codec';
+import { ChunkKind, sealChunkSync } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
@@ -112,11 +112,10 @@ function run(port: NonNullable<typeof parentPort>): void {
         const len = chunker!.next(start, end, eof);
         const slice = buf.subarray(start, start + len);
         const id = chunkId(keys!.idKey, slice);
-        const blob = await sealChunk(keys!, id, slice, job.kind);
+        const blob = sealChunkSync(keys!, id, slice, job.kind);
         reserve(blob.length);
         const msg: WorkerMessage = { type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer };
         post(msg, [blob.buffer as ArrayBuffer]);
-        garbage.note(len);
         start += len;
         bytes += len;
       }

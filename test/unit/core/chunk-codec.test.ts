@@ -1,8 +1,12 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
+import sodium from 'sodium-native';
+import { compress as lz4Compress } from 'lz4-napi';
+import { CCtx, compressBound } from 'zstd-napi/binding';
 import { chunkId } from '../../../src/core/chunk-id';
-import { CHUNK_OVERHEAD, openChunk, parseChunkHeader, sealChunk, FLAG_LZ4 } from '../../../src/core/chunk-codec';
+import { CHUNK_MAGIC, CHUNK_OVERHEAD, openChunk, parseChunkHeader, sealChunk, FLAG_LZ4, FLAG_MANIFEST, FLAG_ZSTD } from '../../../src/core/chunk-codec';
+import { DataKeys } from '../../../src/core/keys';
 import { deriveDataKeys } from '../../../src/core/keys';
 import { CairnError } from '../../../src/core/errors';
 
@@ -12,6 +16,24 @@ const otherKeys = deriveDataKeys(Buffer.alloc(32, 10));
 async function seal(plain: Buffer, kind: 'data' | 'manifest' = 'data') {
   const id = chunkId(keys.idKey, plain);
   return { id, blob: await sealChunk(keys, id, plain, kind) };
+}
+
+/** A blob built by hand, as an older cairn (version 1, LZ4) or a hostile agent (any payload) would: header, nonce, sealed payload. */
+function handSealed(k: DataKeys, id: Buffer, version: number, flags: number, plainLength: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(12);
+  CHUNK_MAGIC.copy(h, 0);
+  h[4] = version;
+  h[5] = flags;
+  h.writeUInt32LE(plainLength, 8);
+  const nonce = randomBytes(24);
+  const c = Buffer.alloc(payload.length + 16);
+  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(c, payload, Buffer.concat([h, id]), null, nonce, flags & FLAG_MANIFEST ? k.manifestKey : k.chunkKey);
+  return Buffer.concat([h, nonce, c]);
+}
+
+function zstdFrame(plain: Buffer): Buffer {
+  const out = Buffer.alloc(compressBound(plain.length));
+  return out.subarray(0, new CCtx().compress(out, plain, 1));
 }
 
 function expectRejected(fn: () => unknown): void {
@@ -38,13 +60,43 @@ describe('core/chunk-codec', () => {
     }
   });
 
-  it('compresses when it helps and keeps the raw payload when it does not', async () => {
+  it('compresses (version 2, Zstandard) when it helps and keeps the raw payload when it does not', async () => {
     const text = await seal(Buffer.alloc(100_000, 'abc'));
-    expect(parseChunkHeader(text.blob).flags & FLAG_LZ4).to.equal(FLAG_LZ4);
+    expect(parseChunkHeader(text.blob)).to.deep.include({ version: 2, flags: FLAG_ZSTD });
     expect(text.blob.length).to.be.lessThan(2000);
     const rnd = await seal(randomBytes(50_000));
-    expect(parseChunkHeader(rnd.blob).flags & FLAG_LZ4).to.equal(0);
+    expect(parseChunkHeader(rnd.blob)).to.deep.include({ version: 2, flags: 0 });
     expect(rnd.blob.length).to.equal(50_000 + CHUNK_OVERHEAD);
+    // A large chunk of already-compressed data is not even tried (the probe says no).
+    const media = await seal(randomBytes(1_500_000));
+    expect(parseChunkHeader(media.blob).flags).to.equal(0);
+  });
+
+  it('still reads version 1 blobs (LZ4 and raw) written by earlier versions', async () => {
+    for (const plain of [Buffer.from('an old backup, compressible '.repeat(500)), randomBytes(3000)]) {
+      const id = chunkId(keys.idKey, plain);
+      const lz4 = handSealed(keys, id, 1, FLAG_LZ4, plain.length, await lz4Compress(plain));
+      expect(openChunk(keys, id, lz4).equals(plain)).to.equal(true);
+      const raw = handSealed(keys, id, 1, 0, plain.length, plain);
+      expect(openChunk(keys, id, raw).equals(plain)).to.equal(true);
+    }
+  });
+
+  it('rejects flags from the other version and hostile Zstandard frames, with no oversized output', async () => {
+    const plain = Buffer.from('zstd frame content '.repeat(300));
+    const id = chunkId(keys.idKey, plain);
+    const frame = zstdFrame(plain);
+    expect(openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, frame)).equals(plain)).to.equal(true);
+    expectRejected(() => openChunk(keys, id, handSealed(keys, id, 1, FLAG_ZSTD, plain.length, frame)));
+    expectRejected(() => openChunk(keys, id, handSealed(keys, id, 2, FLAG_LZ4, plain.length, frame)));
+    // A frame that declares more (or less) than the header says: refused before decompressing.
+    const bigger = Buffer.concat([plain, plain]);
+    expectRejected(() => openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, zstdFrame(bigger))));
+    const smaller = plain.subarray(0, 100);
+    expectRejected(() => openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, Buffer.concat([zstdFrame(smaller), Buffer.alloc(64)]))));
+    // Garbage that is no frame at all, and a truncated frame.
+    expectRejected(() => openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, randomBytes(200))));
+    expectRejected(() => openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, frame.subarray(0, frame.length - 5))));
   });
 
   it('uses a fresh random nonce: equal plaintexts give different ciphertexts', async () => {
