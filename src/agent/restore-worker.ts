@@ -44,7 +44,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   let keys: DataKeys | undefined;
   let isRoot = false;
   const files = new Map<number, OpenFile>();
-  const garbage = new ExternalGarbage(32 * 1024 * 1024);
+  const garbage = new ExternalGarbage(8 * 1024 * 1024);
   let replies: RestoreWorkerReply[] = [];
   let acked = 0;
 

@@ -25,7 +25,7 @@ export interface RestoreOptions {
   subpath?: string;
   /** fetch and check everything but write nothing */
   verifyOnly?: boolean;
-  /** sealed chunk bytes fetched and not yet written (default 64 MiB) */
+  /** sealed chunk bytes fetched and not yet written (default 32 MiB) */
   inflightBytes?: number;
   onProgress?: (p: RestoreProgress) => void;
 }
@@ -287,7 +287,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
   const dirs: ManifestEntry[] = [];
   const linkTargets = new Map<string, Promise<boolean>>();
-  const budget = new ByteBudget(opts.inflightBytes ?? 64 * 1024 * 1024);
+  const budget = new ByteBudget(opts.inflightBytes ?? 32 * 1024 * 1024);
   const pool = new RestorePool(keys, (bytes) => {
     r.bytes += bytes;
     budget.release(bytes);

@@ -183,11 +183,21 @@ export class ChunkStore {
     let pack: StagedPack | undefined;
     try {
       const queue = loose.slice();
+      let failedWrite = false;
       const worker = async (): Promise<void> => {
-        for (let it = queue.shift(); it; it = queue.shift()) staged.push(await this.blobs.stage(it.id, it.blob));
+        try {
+          for (let it = queue.shift(); it && !failedWrite; it = queue.shift()) staged.push(await this.blobs.stage(it.id, it.blob));
+        } catch (err) {
+          failedWrite = true;
+          throw err;
+        }
       };
       const packing = packed.length ? this.blobs.stagePack(packed).then((p) => (pack = p)) : undefined;
-      await Promise.all([...Array.from({ length: Math.min(8, loose.length) }, worker), packing]);
+      // Every write settles before a failure is thrown, so the cleanup below sees all of them
+      // (with Promise.all, a write still running when another failed left its temp file behind).
+      const settled = await Promise.allSettled([...Array.from({ length: Math.min(8, loose.length) }, worker), packing]);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
       const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
       // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
       const sums = this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()]));
