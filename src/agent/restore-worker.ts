@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import { openChunk } from '../core/chunk-codec';
+import { FLAG_LZ4, openChunk } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage, CairnError } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
@@ -44,7 +44,8 @@ function run(port: NonNullable<typeof parentPort>): void {
   let keys: DataKeys | undefined;
   let isRoot = false;
   const files = new Map<number, OpenFile>();
-  const garbage = new ExternalGarbage(8 * 1024 * 1024);
+  /** only version 1 (LZ4) chunks decompress into memory V8 does not see (see core/external-memory) */
+  const garbage = new ExternalGarbage(32 * 1024 * 1024);
   let replies: RestoreWorkerReply[] = [];
   let acked = 0;
 
@@ -100,7 +101,8 @@ function run(port: NonNullable<typeof parentPort>): void {
           let done = 0;
           while (done < plain.length) done += fs.writeSync(f.fd, plain, done, plain.length - done, m.offset + done);
         }
-        garbage.note(m.blob.byteLength + plain.length);
+        const head = new Uint8Array(m.blob, 0, 6); // openChunk checked the header
+        if (head[4] === 1 && head[5] & FLAG_LZ4) garbage.note(plain.length);
       }
     } catch (err) {
       fail(m.file, f, err);

@@ -6,7 +6,7 @@ import { chunkRefs, ManifestEntry, ManifestHeader, readManifest } from '../core/
 import { DataKeys } from '../core/keys';
 import { decodeFetchAnswer, MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
-import { ByteBudget } from '../core/semaphore';
+import { ByteBudget, Semaphore } from '../core/semaphore';
 import { RestorePool, RestoringFile } from './restore-pool';
 import { ExternalGarbage } from '../core/external-memory';
 
@@ -253,6 +253,8 @@ function unsafe(rel: Buffer): CairnError {
   return new CairnError('CAIRN_RESTORE_UNSAFE_PATH', `refusing to restore under ${rel.toString()}: it exists in the target and is not a real directory (a symlink or a file)`);
 }
 
+const MAX_FILES = 64;
+
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
 /**
@@ -292,6 +294,8 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
     r.bytes += bytes;
     budget.release(bytes);
   });
+  // Files in progress: at most MAX_FILES (a counting semaphore; Promise.race over the set per file cost O(n) handlers each time).
+  const fileSlots = new Semaphore(MAX_FILES);
   const inflightFiles = new Set<Promise<void>>();
   const fail = (e: ManifestEntry, err: unknown): void => {
     r.failed++;
@@ -370,9 +374,12 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
           let created: (ok: boolean) => void = () => undefined;
           // Only files that other entries hard-link to need remembering.
           if (e.linked) linkTargets.set(e.path.toString('latin1'), new Promise<boolean>((res) => (created = res)));
-          const p: Promise<void> = restoreFile(e, created).finally(() => inflightFiles.delete(p));
+          await fileSlots.acquire();
+          const p: Promise<void> = restoreFile(e, created).finally(() => {
+            inflightFiles.delete(p);
+            fileSlots.release();
+          });
           inflightFiles.add(p);
-          if (inflightFiles.size >= 64) await Promise.race(inflightFiles);
         }
       } catch (err) {
         fail(e, err);

@@ -1,7 +1,6 @@
 import { BoxClient } from './box-client';
 import { WorkerPool, ChunkOut } from './worker-pool';
 import { encodeUploadBatch, MAX_MISSING_QUERY } from '../core/api';
-import { ExternalGarbage } from '../core/external-memory';
 
 /**
  * Batches sealed chunks, asks the box which of them it lacks, and uploads only those.
@@ -21,8 +20,6 @@ const BATCH_COUNT = 512;
 const KNOWN_LIMIT = 500_000;
 
 export class Uploader {
-  /** sealed blobs come from workers as transferred ArrayBuffers; collect them promptly once sent */
-  private readonly garbage = new ExternalGarbage(16 * 1024 * 1024);
   readonly stats: UploadStats = { bytes_new: 0, bytes_uploaded: 0, chunks_new: 0, chunks_seen: 0 };
   private pending: ChunkOut[] = [];
   private pendingBytes = 0;
@@ -121,7 +118,6 @@ export class Uploader {
       for (const c of fresh) {
         this.onWire.delete(c.id.toString('hex'));
         this.pool.release(c.blob.length);
-        this.garbage.note(c.blob.length);
       }
     }
   }
