@@ -25,7 +25,7 @@ export interface RestoreOptions {
   subpath?: string;
   /** fetch and check everything but write nothing */
   verifyOnly?: boolean;
-  /** sealed chunk bytes fetched and not yet written (default 32 MiB) */
+  /** sealed chunk bytes fetched and not yet written (default 64 MiB) */
   inflightBytes?: number;
   onProgress?: (p: RestoreProgress) => void;
 }
@@ -254,6 +254,8 @@ function unsafe(rel: Buffer): CairnError {
 }
 
 const MAX_FILES = 64;
+/** files below this size go to their directory's worker (see RestorePool.open) */
+const SMALL_FILE = 1024 * 1024;
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
@@ -289,7 +291,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
   const dirs: ManifestEntry[] = [];
   const linkTargets = new Map<string, Promise<boolean>>();
-  const budget = new ByteBudget(opts.inflightBytes ?? 32 * 1024 * 1024);
+  const budget = new ByteBudget(opts.inflightBytes ?? 64 * 1024 * 1024);
   const pool = new RestorePool(keys, (bytes) => {
     r.bytes += bytes;
     budget.release(bytes);
@@ -311,7 +313,9 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
         await tree.ensureParent(e.path);
         clear = !tree.parentIsFresh(e.path);
       }
-      file = pool.open(verifyOnly ? Buffer.alloc(0) : tree.abs(e.path), clear, verifyOnly);
+      const slash = e.path.lastIndexOf(0x2f);
+      const small = e.size < SMALL_FILE;
+      file = pool.open(verifyOnly ? Buffer.alloc(0) : tree.abs(e.path), clear, verifyOnly, small ? e.path.subarray(0, Math.max(slash, 0)) : undefined);
       const f = file;
       // Fetch under the shared byte budget (a chunk holds its bytes until its worker is done with
       // it); chunks are written at their offsets, so they may arrive in any order.

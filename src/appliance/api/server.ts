@@ -60,7 +60,7 @@ export class ApiServer {
   readonly server: https.Server;
   private readonly routes: Route[];
   private pairFailures: number[] = [];
-  private readonly garbage = new ExternalGarbage(16 * 1024 * 1024);
+  private readonly garbage = new ExternalGarbage(64 * 1024 * 1024);
   private readonly activity = new Map<string, NodeJS.Timeout>();
   private readonly now: () => number;
 
