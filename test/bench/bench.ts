@@ -565,10 +565,19 @@ function markdownTable(rows: Row[], tools: ToolName[]): string {
 
 // ---------------------------------------------------------------- profile
 
-async function profileCairn(corpus: string, work: string, outDir: string, keep: boolean): Promise<Record<string, ProfileSummary[]>> {
+async function profileCairn(corpus: string, work: string, outDir: string, keep: boolean, fsMode: Options['fsMode'], corpusBytes: number): Promise<Record<string, ProfileSummary[]>> {
   const dir = path.join(work, 'profile-cairn');
-  const src = path.join(dir, 'source');
   fs.rmSync(dir, { recursive: true, force: true });
+  const mnt = fsMode === 'fresh' ? freshFs(dir, Math.max(4 * corpusBytes, 2e9) + 2e9, false) : { mounted: false, release: () => undefined };
+  try {
+    return await profileCairnIn(corpus, dir, outDir, keep || mnt.mounted);
+  } finally {
+    mnt.release();
+  }
+}
+
+async function profileCairnIn(corpus: string, dir: string, outDir: string, keep: boolean): Promise<Record<string, ProfileSummary[]>> {
+  const src = path.join(dir, 'source');
   fs.rmSync(outDir, { recursive: true, force: true });
   copyTree(corpus, src);
   const d = new CairnDriver(dir, src);
@@ -647,7 +656,7 @@ async function main(): Promise<number> {
   let profile: Record<string, ProfileSummary[]> | undefined;
   if (o.profile) {
     say(`profiling Cairn (node --cpu-prof) into ${o.profile}`);
-    profile = await profileCairn(corpus.dir, work, o.profile, o.keep);
+    profile = await profileCairn(corpus.dir, work, o.profile, o.keep, o.fsMode, corpus.bytes);
   }
 
   const rows = buildRows(runs, o.tools);

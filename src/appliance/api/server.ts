@@ -336,21 +336,11 @@ export class ApiServer {
     this.ownSnapshot(snapId, ctx);
     const ids = decodeIdList(await readBody(req, MAX_FETCH_IDS * 32), MAX_FETCH_IDS);
     const store = ctx.space.store;
-    const read = async (id: Buffer): Promise<Buffer> => ((await store.snapshotReferences(snapId, id)) ? store.getBlob(id).catch(() => EMPTY) : EMPTY);
-    // A few reads ahead, in order, until the answer is big enough: bounded memory per request.
-    const out: { id: Buffer; blob: Buffer }[] = [];
-    const ahead: Promise<Buffer>[] = [];
-    let next = 0;
-    let bytes = 0;
-    for (; next < Math.min(8, ids.length); next++) ahead.push(read(ids[next]));
-    for (let i = 0; i < ids.length && (i === 0 || bytes < FETCH_ANSWER_BYTES); i++) {
-      const blob = await ahead[i];
-      delete ahead[i];
-      if (next < ids.length) ahead[next] = read(ids[next++]);
-      out.push({ id: ids[i], blob });
-      bytes += blob.length;
-    }
-    await Promise.all(ahead.filter(Boolean)); // reads started past the cap: let them settle
+    // Only chunks this snapshot references are served; others answer empty (the agent then asks alone and gets the error).
+    const allowed: (Buffer | null)[] = [];
+    for (const id of ids) allowed.push((await store.snapshotReferences(snapId, id)) ? id : null);
+    const blobs = await store.getBlobs(allowed, FETCH_ANSWER_BYTES);
+    const out = blobs.map((blob, i) => ({ id: ids[i], blob: blob ?? EMPTY }));
     const parts = encodeUploadBatch(out);
     const length = parts.reduce((n, b) => n + b.length, 0);
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': length });
