@@ -35,7 +35,7 @@ export type WorkerMessage =
   | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string }
   | VolumeDone;
 
-const BUF_SIZE = 16 * 1024 * 1024;
+const BUF_SIZE = 8 * 1024 * 1024;
 
 function run(port: NonNullable<typeof parentPort>): void {
   let keys: DataKeys | undefined;

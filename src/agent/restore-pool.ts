@@ -73,7 +73,7 @@ export class RestorePool {
 
   constructor(keys: DataKeys, private readonly onAck: (bytes: number) => void, opts: { threads?: number } = {}) {
     // File creation is mostly kernel time and can wait on directory locks: a few more threads than cores.
-    const threads = opts.threads ?? Math.max(2, Math.min(os.availableParallelism() + 1, 4));
+    const threads = opts.threads ?? Math.max(2, Math.min(os.availableParallelism(), 4));
     const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
     for (let i = 0; i < threads; i++) {
       const w = new Worker(path.join(__dirname, 'restore-worker.js'));

@@ -25,7 +25,7 @@ export interface RestoreOptions {
   subpath?: string;
   /** fetch and check everything but write nothing */
   verifyOnly?: boolean;
-  /** sealed chunk bytes fetched and not yet written (default 64 MiB) */
+  /** sealed chunk bytes fetched and not yet written (default 32 MiB) */
   inflightBytes?: number;
   onProgress?: (p: RestoreProgress) => void;
 }
@@ -61,8 +61,12 @@ interface Pending {
  * returns the box's own error for it. A box without the batched endpoint gets single GETs.
  */
 export class ChunkFetcher {
-  /** lz4-napi's outputs are invisible to V8's heap accounting; see core/external-memory. */
-  private readonly garbage = new ExternalGarbage(64 * 1024 * 1024);
+  /**
+   * Fetch answers are dropped as soon as their blobs are copied out to a restore worker, and
+   * lz4-napi's outputs (version 1 chunks) are invisible to V8's heap accounting: collected every
+   * 32 MiB (see core/external-memory), which kept the agent's restore peak RSS down (measured).
+   */
+  private readonly garbage = new ExternalGarbage(32 * 1024 * 1024);
   private queue: Pending[] = [];
   private scheduled = false;
   private batched = true;
@@ -118,6 +122,7 @@ export class ChunkFetcher {
     let frames: { id: Buffer; blob: Buffer }[];
     try {
       const body = await this.client.call('POST', `/v1/snapshots/${this.snapshot}/chunks/fetch`, Buffer.concat(batch.map((p) => p.id)));
+      this.garbage.note(body.length);
       frames = decodeFetchAnswer(body);
     } catch (err) {
       if (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD')) {
@@ -291,7 +296,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
   const dirs: ManifestEntry[] = [];
   const linkTargets = new Map<string, Promise<boolean>>();
-  const budget = new ByteBudget(opts.inflightBytes ?? 64 * 1024 * 1024);
+  const budget = new ByteBudget(opts.inflightBytes ?? 32 * 1024 * 1024);
   const pool = new RestorePool(keys, (bytes) => {
     r.bytes += bytes;
     budget.release(bytes);

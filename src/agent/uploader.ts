@@ -15,7 +15,7 @@ export interface UploadStats {
   chunks_seen: number;
 }
 
-const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_COUNT = 512;
 const KNOWN_LIMIT = 500_000;
 

@@ -62,7 +62,7 @@ export class WorkerPool {
     const threads = opts.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
     const sab = new SharedArrayBuffer(4);
     this.inflight = new Int32Array(sab);
-    const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 32 * 1024 * 1024 };
+    const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024 };
     for (let i = 0; i < threads; i++) {
       const w = new Worker(path.join(__dirname, 'chunk-worker.js'));
       w.postMessage([{ type: 'init', init }]);
