@@ -27,10 +27,12 @@ export class RestoringFile {
     this.settled.catch(() => undefined); // observed through finish()
   }
 
-  /** Hands a sealed chunk to the worker (copied out of the fetch answer it came in, then transferred). */
+  /** Hands a sealed chunk to the worker (copied with its id out of the fetch answer it came in, then transferred). */
   write(offset: number, size: number, id: Buffer, blob: Buffer): void {
-    const ab = blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.length) as ArrayBuffer;
-    this.pool.post(this.worker, { type: 'chunk', file: this.id, offset, size, id: new Uint8Array(id), blob: ab }, [ab]);
+    const data = Buffer.allocUnsafeSlow(32 + blob.length);
+    id.copy(data, 0);
+    blob.copy(data, 32);
+    this.pool.post(this.worker, { type: 'chunk', file: this.id, offset, size, data: data.buffer as ArrayBuffer }, [data.buffer as ArrayBuffer]);
   }
 
   /** Applies owner, mode and times and closes the file; rejects with the file's failure. */
@@ -154,7 +156,7 @@ export class RestorePool {
     const file = new RestoringFile(this, id, w);
     this.files.set(id, { file, worker: w });
     this.load[w]++;
-    this.post(w, { type: 'open', file: id, abs: new Uint8Array(abs), clear, verifyOnly });
+    this.post(w, { type: 'open', file: id, abs: abs.toString('latin1'), clear, verifyOnly });
     return file;
   }
 

@@ -22,8 +22,10 @@ import { ExternalGarbage } from '../core/external-memory';
 export type RestoreWorkerRequest =
   | { type: 'init'; keys: DataKeysJson; isRoot: boolean }
   /** clear: an entry may already exist at this path (its parent was not created by this restore) */
-  | { type: 'open'; file: number; abs: Uint8Array; clear: boolean; verifyOnly: boolean }
-  | { type: 'chunk'; file: number; offset: number; size: number; id: Uint8Array; blob: ArrayBuffer }
+  /** abs: the path's bytes as a latin1 string (strings cross threads cheaper than small typed arrays) */
+  | { type: 'open'; file: number; abs: string; clear: boolean; verifyOnly: boolean }
+  /** data: the 32-byte chunk id followed by the sealed blob, in one transferred buffer */
+  | { type: 'chunk'; file: number; offset: number; size: number; data: ArrayBuffer }
   | { type: 'finish'; file: number; mode: number; uid: number; gid: number; atime: number; mtime: number }
   /** give up on a file (a chunk could not be fetched): close and remove it, no reply */
   | { type: 'abort'; file: number };
@@ -70,7 +72,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   };
 
   const open = (m: Extract<RestoreWorkerRequest, { type: 'open' }>): void => {
-    const f: OpenFile = { abs: Buffer.from(m.abs), failed: false };
+    const f: OpenFile = { abs: Buffer.from(m.abs, 'latin1'), failed: false };
     files.set(m.file, f);
     if (m.verifyOnly) return;
     try {
@@ -95,13 +97,13 @@ function run(port: NonNullable<typeof parentPort>): void {
     const f = files.get(m.file);
     try {
       if (f && !f.failed) {
-        const plain = openChunk(keys!, m.id, new Uint8Array(m.blob));
+        const plain = openChunk(keys!, new Uint8Array(m.data, 0, 32), new Uint8Array(m.data, 32));
         if (plain.length !== m.size) throw new CairnError('CAIRN_RESTORE_FAILED', 'chunk size does not match the manifest');
         if (f.fd !== undefined) {
           let done = 0;
           while (done < plain.length) done += fs.writeSync(f.fd, plain, done, plain.length - done, m.offset + done);
         }
-        const head = new Uint8Array(m.blob, 0, 6); // openChunk checked the header
+        const head = new Uint8Array(m.data, 32, 6); // openChunk checked the header
         if (head[4] === 1 && head[5] & FLAG_LZ4) garbage.note(plain.length);
       }
     } catch (err) {

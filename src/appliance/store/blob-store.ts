@@ -251,8 +251,23 @@ export class LocalBlobStore implements BlobStore {
     for (const st of staged) await fs.promises.rm(st.tmp, { force: true }).catch(() => undefined);
   }
 
-  async get(id: Buffer): Promise<Buffer> {
-    return fs.promises.readFile(this.pathOf(id));
+  async get(id: Buffer, size?: number): Promise<Buffer> {
+    if (size === undefined) return fs.promises.readFile(this.pathOf(id));
+    // The catalog knows the size: one read instead of readFile's fstat and 512 KiB steps.
+    const fh = await fs.promises.open(this.pathOf(id), 'r');
+    try {
+      const buf = Buffer.allocUnsafe(size);
+      let got = 0;
+      while (got < size) {
+        const { bytesRead } = await fh.read(buf, got, size - got, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got !== size) throw ioError(`reading chunk ${id.toString('hex').slice(0, 16)}`, new Error(`short read: ${got} of ${size} bytes`));
+      return buf;
+    } finally {
+      await fh.close();
+    }
   }
 
   async has(id: Buffer): Promise<boolean> {

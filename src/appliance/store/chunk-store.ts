@@ -224,7 +224,7 @@ export class ChunkStore {
     const read = async (): Promise<Buffer> => {
       const loc = this.catalog.chunkLocation(id);
       if (loc && loc.pack !== null && loc.offset !== null) return this.blobs.getPacked(loc.pack, loc.offset, loc.size);
-      return this.blobs.get(id);
+      return this.blobs.get(id, loc?.size);
     };
     try {
       try {
