@@ -73,6 +73,11 @@ export class ApiServer {
         cert: box.identity.tlsCertPem,
         minVersion: 'TLSv1.3',
         maxVersion: 'TLSv1.3',
+        // AES-128-GCM first: the bulk of the traffic is chunk blobs, already XChaCha20-Poly1305
+        // sealed; TLS guards requests, credentials and metadata. OpenSSL's default order puts
+        // AES-256-GCM first, which costs about 40% more per byte on both ends.
+        ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
+        honorCipherOrder: true,
       },
       (req, res) => void this.dispatch(req, res),
     );

@@ -509,8 +509,8 @@ export class Catalog {
   addChunks(rows: { id: Buffer; size: number; sha256?: Buffer; pack?: string; offset?: number; owner?: string }[], now = Date.now()): void {
     const tx = this.db.transaction(() => {
       for (const r of rows) {
-        this.insertChunk.run(r.id, r.size, now, now, r.sha256 ?? null, r.pack ?? null, r.offset ?? null, r.owner ?? null);
-        this.seeChunk.run(now, r.id);
+        // A new row is seen now already; only a row that was there gets its seen time moved.
+        if (this.insertChunk.run(r.id, r.size, now, now, r.sha256 ?? null, r.pack ?? null, r.offset ?? null, r.owner ?? null).changes === 0) this.seeChunk.run(now, r.id);
       }
     });
     tx();
