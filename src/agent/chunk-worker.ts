@@ -6,7 +6,7 @@ import { ChunkKind, sealChunkSync } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
-import { processVolumeJob, VolumeDone, VolumeJob } from './volume/volume-job';
+import { processVolumeJob, VOLUME_JOB_BYTES, VolumeDone, VolumeJob } from './volume/volume-job';
 
 /**
  * Worker thread: reads one file at a time, cuts it into chunks, hashes and seals each chunk
@@ -35,7 +35,8 @@ export type WorkerMessage =
   | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string }
   | VolumeDone;
 
-const BUF_SIZE = 8 * 1024 * 1024;
+/** the read buffer; a volume job's range fills at most this much (8 MiB: twice the largest chunk) */
+const BUF_SIZE = VOLUME_JOB_BYTES;
 
 function run(port: NonNullable<typeof parentPort>): void {
   let keys: DataKeys | undefined;

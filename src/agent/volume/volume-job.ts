@@ -46,7 +46,7 @@ export interface VolumeDone {
 }
 
 /** A job's range never exceeds the worker's read buffer (chunk-worker's BUF_SIZE). */
-export const VOLUME_JOB_BYTES = 16 * 1024 * 1024;
+export const VOLUME_JOB_BYTES = 8 * 1024 * 1024;
 
 export interface VolumeWorkerContext {
   keys: DataKeys;
