@@ -84,7 +84,9 @@ describe('integration: backup and restore over TLS', function () {
     expect(unchanged.bytes_uploaded).to.be.lessThan(256 * 1024);
     mutateSample(src, 0.01);
     const second = await h.cairnJson<BackupJson>(['backup', src, '--source', 'hundred']);
-    expect(second.bytes_uploaded).to.be.lessThan(0.05 * second.bytes_scanned);
+    // On failure, say what the run did (a rare CI failure uploaded 8.4%; 1.3-3.4% here over 10 runs).
+    const said = JSON.stringify({ ...second, warnings: undefined });
+    expect(second.bytes_uploaded, said).to.be.lessThan(0.05 * second.bytes_scanned);
     expect(second.bytes_uploaded).to.be.greaterThan(0.005 * second.bytes_scanned);
     const out = h.path('restore-hundred');
     const r = await h.cairn(['restore', second.snapshot, '--target', out]);
