@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { CairnError, CairnErrorCode } from '../core/errors';
 import { DataKeys, dataKeysToJson } from '../core/keys';
 import type { RestoreWorkerReply, RestoreWorkerRequest } from './restore-worker';
+import { ThreadOutbox } from './thread-outbox';
 
 /** File metadata applied when a restored file is complete. */
 export interface FileMeta {
@@ -67,9 +68,8 @@ export class RestorePool {
   private readonly workers: Worker[] = [];
   private readonly load: number[] = [];
   private readonly files = new Map<number, { file: RestoringFile; worker: number }>();
-  /** requests not yet posted, per worker: they leave together at the end of this turn of the event loop */
-  private readonly outbox: { requests: RestoreWorkerRequest[]; transfer: ArrayBuffer[] }[] = [];
-  private flushScheduled = false;
+  /** requests leave in one message per worker and event-loop turn */
+  private readonly outbox: ThreadOutbox<RestoreWorkerRequest>;
   private nextId = 1;
   private failed: Error | undefined;
 
@@ -88,8 +88,8 @@ export class RestorePool {
       });
       this.workers.push(w);
       this.load.push(0);
-      this.outbox.push({ requests: [], transfer: [] });
     }
+    this.outbox = new ThreadOutbox(this.workers);
   }
 
   private fail(err: Error): void {
@@ -117,22 +117,7 @@ export class RestorePool {
 
   /** @internal */
   post(worker: number, m: RestoreWorkerRequest, transfer?: ArrayBuffer[]): void {
-    const box = this.outbox[worker];
-    box.requests.push(m);
-    if (transfer) box.transfer.push(...transfer);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
-  }
-
-  private flush(): void {
-    this.flushScheduled = false;
-    this.outbox.forEach((box, i) => {
-      if (!box.requests.length) return;
-      this.workers[i].postMessage(box.requests, box.transfer);
-      this.outbox[i] = { requests: [], transfer: [] };
-    });
+    this.outbox.post(worker, m, transfer);
   }
 
   /**

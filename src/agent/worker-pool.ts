@@ -5,6 +5,7 @@ import { ChunkKind } from '../core/chunk-codec';
 import { DataKeys, dataKeysToJson } from '../core/keys';
 import type { FileJob, WorkerInit, WorkerMessage } from './chunk-worker';
 import type { VolumeDone, VolumeJob } from './volume/volume-job';
+import { ThreadOutbox } from './thread-outbox';
 
 export interface ChunkOut {
   id: Buffer;
@@ -40,23 +41,8 @@ export class WorkerPool {
   private readonly inflight: Int32Array;
   private nextJob = 1;
   private failed: Error | undefined;
-  /** jobs not yet posted, per worker: they leave together at the end of this turn of the event loop */
-  private readonly outbox: (FileJob | VolumeJob)[][] = [];
-  private flushScheduled = false;
-
-  private post(worker: number, job: FileJob | VolumeJob): void {
-    this.outbox[worker].push(job);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => {
-        this.flushScheduled = false;
-        this.outbox.forEach((jobs, i) => {
-          if (jobs.length) this.workers[i].postMessage(jobs);
-          this.outbox[i] = [];
-        });
-      });
-    }
-  }
+  /** jobs leave in one message per worker and event-loop turn */
+  private readonly outbox: ThreadOutbox<FileJob | VolumeJob>;
 
   constructor(keys: DataKeys, opts: { threads?: number; inflightLimitBytes?: number } = {}) {
     const threads = opts.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
@@ -73,8 +59,8 @@ export class WorkerPool {
       });
       this.workers.push(w);
       this.busy.push(0);
-      this.outbox.push([]);
     }
+    this.outbox = new ThreadOutbox(this.workers);
   }
 
   private fail(err: Error): void {
@@ -110,7 +96,7 @@ export class WorkerPool {
     this.busy[w]++;
     return new Promise<FileResult>((resolve) => {
       this.pending.set(jobId, { onChunk, resolve, worker: w });
-      this.post(w, { type: 'file', jobId, path: filePath, kind });
+      this.outbox.post(w, { type: 'file', jobId, path: filePath, kind });
     });
   }
 
@@ -124,7 +110,7 @@ export class WorkerPool {
     return new Promise<VolumeDone>((resolve) => {
       const failed = (r: FileResult): void => resolve({ type: 'volume-done', jobId, bytes: 0, states: new Uint8Array(0), ids: new Uint8Array(0), error: r.error ?? 'chunk worker failed' });
       this.pending.set(jobId, { onChunk, resolve: failed, onVolume: resolve, worker: w });
-      this.post(w, { type: 'volume', jobId, ...job });
+      this.outbox.post(w, { type: 'volume', jobId, ...job });
     });
   }
 

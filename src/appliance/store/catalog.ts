@@ -451,24 +451,10 @@ export class Catalog {
   }
 
   /**
-   * The ids among `ids` that have no chunk row. The others are marked as seen now, in the
-   * same transaction: an agent that was told "stored" will rely on them, and GC spares chunks
-   * seen within its grace period.
-   */
-  missingChunks(ids: Buffer[], now = Date.now()): Buffer[] {
-    const out: Buffer[] = [];
-    this.db.transaction(() => {
-      for (const id of ids) {
-        if (this.hasChunkStmt.get(id) === undefined) out.push(id);
-        else this.seeChunk.run(now, id);
-      }
-    })();
-    return out;
-  }
-
-  /**
-   * Like missingChunks, for a box with keys: also returns the present chunks whose content the
-   * box has not checked yet and that were uploaded by someone other than `asker` (null: anyone).
+   * The ids among `ids` that have no chunk row, and the present ones whose content the box has
+   * not checked yet that were uploaded by someone other than `asker` (null: anyone; a keyless
+   * store has none). Present ones are marked as seen now, in the same transaction: an agent that
+   * was told "stored" will rely on them, and GC spares chunks seen within its grace period.
    */
   missingOrUnchecked(ids: Buffer[], asker: string | null, now = Date.now()): { missing: Buffer[]; unchecked: Buffer[] } {
     const missing: Buffer[] = [];
@@ -496,6 +482,11 @@ export class Catalog {
     this.db.transaction(() => {
       for (const id of ids) st.run(id);
     })();
+  }
+
+  /** Whether any chunk uploaded by someone other than `otherThan` is still unchecked (uses the partial index). */
+  hasUncheckedFrom(otherThan: string): boolean {
+    return this.stmt('SELECT 1 FROM chunks WHERE owner IS NOT NULL AND owner != ? LIMIT 1').get(otherThan) !== undefined;
   }
 
   uncheckedChunks(limit: number): Buffer[] {

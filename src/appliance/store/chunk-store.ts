@@ -98,9 +98,8 @@ export class ChunkStore {
    * checked yet are checked first; bad ones are quarantined and reported missing.
    */
   async missing(ids: Buffer[], asker: string | null = null): Promise<Buffer[]> {
-    if (!this.keys) return this.catalog.missingChunks(ids);
     const r = this.catalog.missingOrUnchecked(ids, asker);
-    if (r.unchecked.length) r.missing.push(...(await this.check(r.unchecked)));
+    if (this.keys && r.unchecked.length) r.missing.push(...(await this.check(r.unchecked)));
     return r.missing;
   }
 
@@ -138,7 +137,8 @@ export class ChunkStore {
 
   /** Before a commit: the refs that others uploaded unchecked are checked; bad ones make the commit incomplete. */
   private async checkForeignRefs(refs: Buffer, committer: string): Promise<void> {
-    if (!this.keys) return;
+    // Usually nobody else has unchecked uploads: then there is nothing to look up per ref.
+    if (!this.keys || !this.catalog.hasUncheckedFrom(committer)) return;
     const foreign: Buffer[] = [];
     for (let off = 0; off + CHUNK_ID_BYTES <= refs.length; off += CHUNK_ID_BYTES) {
       const id = refs.subarray(off, off + CHUNK_ID_BYTES);
