@@ -17,6 +17,12 @@ export interface BoxEndpoint {
   spkiSha256: Buffer;
 }
 
+export interface RequestOptions {
+  contentType?: string;
+  timeoutMs?: number;
+  sink?: (piece: Buffer) => void;
+}
+
 export interface ClientResponse {
   status: number;
   body: Buffer;
@@ -86,7 +92,11 @@ export class BoxClient {
     this.agent.destroy();
   }
 
-  request(method: string, path: string, body?: Buffer | Buffer[], opts: { contentType?: string; timeoutMs?: number } = {}): Promise<ClientResponse> {
+  /**
+   * One request. With `sink`, a 2xx answer's body is handed to it piece by piece as it arrives
+   * (and the body returned is empty); a sink that throws aborts the request with its error.
+   */
+  request(method: string, path: string, body?: Buffer | Buffer[], opts: RequestOptions = {}): Promise<ClientResponse> {
     const parts = body === undefined ? [] : Array.isArray(body) ? body : [body];
     const length = parts.reduce((n, b) => n + b.length, 0);
     const headers: Record<string, string | number> = { ...this.extraHeaders, 'content-length': length };
@@ -96,8 +106,19 @@ export class BoxClient {
     return new Promise((resolve, reject) => {
       const req = https.request({ host, port, method, path, headers, agent: this.agent, servername: net_isIP(host) ? undefined : host, timeout: opts.timeoutMs ?? 120_000 }, (res) => {
         const chunks: Buffer[] = [];
-        res.on('data', (d: Buffer) => chunks.push(d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        const status = res.statusCode ?? 0;
+        const sink = status >= 200 && status < 300 ? opts.sink : undefined;
+        if (sink) {
+          res.on('data', (d: Buffer) => {
+            try {
+              sink(d);
+            } catch (err) {
+              reject(err);
+              req.destroy();
+            }
+          });
+        } else res.on('data', (d: Buffer) => chunks.push(d));
+        res.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
         res.on('error', (err) => reject(new CairnError('CAIRN_BOX_UNREACHABLE', `connection to the box broke: ${errorMessage(err)}`)));
       });
       req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
@@ -118,7 +139,7 @@ export class BoxClient {
   }
 
   /** Throws the box's error (its code when known) unless the status is 2xx. */
-  async call(method: string, path: string, body?: Buffer | Buffer[], opts: { contentType?: string; timeoutMs?: number } = {}): Promise<Buffer> {
+  async call(method: string, path: string, body?: Buffer | Buffer[], opts: RequestOptions = {}): Promise<Buffer> {
     const r = await this.request(method, path, body, opts);
     if (r.status >= 200 && r.status < 300) return r.body;
     throw errorFromResponse(r);

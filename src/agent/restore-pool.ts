@@ -5,6 +5,7 @@ import { CairnError, CairnErrorCode } from '../core/errors';
 import { DataKeys, dataKeysToJson } from '../core/keys';
 import type { RestoreWorkerReply, RestoreWorkerRequest } from './restore-worker';
 import { ThreadOutbox } from './thread-outbox';
+import { BufferPool } from './buffer-pool';
 
 /** File metadata applied when a restored file is complete. */
 export interface FileMeta {
@@ -28,12 +29,20 @@ export class RestoringFile {
     this.settled.catch(() => undefined); // observed through finish()
   }
 
-  /** Hands a sealed chunk to the worker (copied with its id out of the fetch answer it came in, then transferred). */
-  write(offset: number, size: number, id: Buffer, blob: Buffer): void {
-    const data = Buffer.allocUnsafeSlow(32 + blob.length);
-    id.copy(data, 0);
-    blob.copy(data, 32);
-    this.pool.post(this.worker, { type: 'chunk', file: this.id, offset, size, data: data.buffer as ArrayBuffer }, [data.buffer as ArrayBuffer]);
+  /**
+   * Hands a sealed chunk to the worker: `framed` is its 32-byte id followed by the blob, as
+   * ChunkFetcher.getSealed returns it. Its memory is transferred, not copied, when the buffer
+   * owns the whole of it (a pooled or shared one is copied first).
+   */
+  write(offset: number, size: number, framed: Buffer): void {
+    let data = framed;
+    const whole = framed.byteOffset === 0 && framed.buffer instanceof ArrayBuffer && (framed.byteLength === framed.buffer.byteLength || this.pool.buffers.owns(framed.buffer));
+    if (!whole) {
+      data = Buffer.allocUnsafeSlow(framed.length);
+      framed.copy(data);
+    }
+    const ab = data.buffer as ArrayBuffer;
+    this.pool.post(this.worker, { type: 'chunk', file: this.id, offset, size, data: ab, length: data.length }, [ab]);
   }
 
   /** Applies owner, mode and times and closes the file; rejects with the file's failure. */
@@ -71,6 +80,8 @@ export class RestorePool {
   /** requests leave in one message per worker and event-loop turn */
   private readonly outbox: ThreadOutbox<RestoreWorkerRequest>;
   private nextId = 1;
+  /** chunk buffers: lent to the workers with each chunk, given back with its acknowledgement */
+  readonly buffers = new BufferPool(16 * 1024 * 1024);
   private failed: Error | undefined;
 
   constructor(keys: DataKeys, private readonly onAck: (bytes: number) => void, opts: { threads?: number } = {}) {
@@ -99,7 +110,10 @@ export class RestorePool {
   }
 
   private onMessage(m: RestoreWorkerReply): void {
-    if (m.type === 'ack') return this.onAck(m.bytes);
+    if (m.type === 'ack') {
+      for (const ab of m.buffers) this.buffers.give(ab);
+      return this.onAck(m.bytes);
+    }
     const entry = this.files.get(m.file);
     if (!entry) return;
     entry.file.reply(m);

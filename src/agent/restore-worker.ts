@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import { FLAG_LZ4, openChunk } from '../core/chunk-codec';
+import { ChunkScratch, FLAG_LZ4, openChunk } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage, CairnError } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
@@ -24,15 +24,15 @@ export type RestoreWorkerRequest =
   /** clear: an entry may already exist at this path (its parent was not created by this restore) */
   /** abs: the path's bytes as a latin1 string (strings cross threads cheaper than small typed arrays) */
   | { type: 'open'; file: number; abs: string; clear: boolean; verifyOnly: boolean }
-  /** data: the 32-byte chunk id followed by the sealed blob, in one transferred buffer */
-  | { type: 'chunk'; file: number; offset: number; size: number; data: ArrayBuffer }
+  /** data: the 32-byte chunk id followed by the sealed blob (`length` bytes in all), in one transferred buffer, handed back with the ack */
+  | { type: 'chunk'; file: number; offset: number; size: number; data: ArrayBuffer; length: number }
   | { type: 'finish'; file: number; mode: number; uid: number; gid: number; atime: number; mtime: number }
   /** give up on a file (a chunk could not be fetched): close and remove it, no reply */
   | { type: 'abort'; file: number };
 
 export type RestoreWorkerReply =
   /** the plaintext bytes of the chunk messages finished with, whatever became of them (the main thread's memory bound) */
-  | { type: 'ack'; bytes: number }
+  | { type: 'ack'; bytes: number; buffers: ArrayBuffer[] }
   | { type: 'done'; file: number }
   | { type: 'failed'; file: number; code?: string; message: string };
 
@@ -48,7 +48,11 @@ function run(port: NonNullable<typeof parentPort>): void {
   const files = new Map<number, OpenFile>();
   /** only version 1 (LZ4) chunks decompress into memory V8 does not see (see core/external-memory) */
   const garbage = new ExternalGarbage(32 * 1024 * 1024);
+  /** plaintext is written before the next chunk is opened, so one pair of buffers serves them all */
+  const scratch = new ChunkScratch();
   let replies: RestoreWorkerReply[] = [];
+  /** the chunk buffers done with, handed back to the main thread's pool */
+  let back: ArrayBuffer[] = [];
   let acked = 0;
 
   const fail = (file: number, f: OpenFile | undefined, err: unknown): void => {
@@ -97,7 +101,7 @@ function run(port: NonNullable<typeof parentPort>): void {
     const f = files.get(m.file);
     try {
       if (f && !f.failed) {
-        const plain = openChunk(keys!, new Uint8Array(m.data, 0, 32), new Uint8Array(m.data, 32));
+        const plain = openChunk(keys!, new Uint8Array(m.data, 0, 32), new Uint8Array(m.data, 32, m.length - 32), scratch);
         if (plain.length !== m.size) throw new CairnError('CAIRN_RESTORE_FAILED', 'chunk size does not match the manifest');
         if (f.fd !== undefined) {
           let done = 0;
@@ -110,6 +114,7 @@ function run(port: NonNullable<typeof parentPort>): void {
       fail(m.file, f, err);
     }
     acked += m.size;
+    back.push(m.data);
   };
 
   const abort = (file: number): void => {
@@ -159,9 +164,10 @@ function run(port: NonNullable<typeof parentPort>): void {
       else if (m.type === 'abort') abort(m.file);
       else finish(m);
     }
-    if (acked) replies.push({ type: 'ack', bytes: acked });
-    if (replies.length) port.postMessage(replies);
+    if (acked || back.length) replies.push({ type: 'ack', bytes: acked, buffers: back });
+    if (replies.length) port.postMessage(replies, back);
     replies = [];
+    back = [];
     acked = 0;
   });
 }

@@ -2,9 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CairnError, errnoCode, errorMessage } from '../core/errors';
 import { openChunk } from '../core/chunk-codec';
+import { CHUNK_ID_BYTES } from '../core/chunk-id';
 import { chunkRefs, ManifestEntry, ManifestHeader, readManifest } from '../core/manifest';
 import { DataKeys } from '../core/keys';
-import { decodeFetchAnswer, MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
+import { FetchAnswerReader, MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
 import { ByteBudget, Semaphore } from '../core/semaphore';
 import { RestorePool, RestoringFile } from './restore-pool';
@@ -25,7 +26,7 @@ export interface RestoreOptions {
   subpath?: string;
   /** fetch and check everything but write nothing */
   verifyOnly?: boolean;
-  /** sealed chunk bytes fetched and not yet written (default 32 MiB) */
+  /** sealed chunk bytes fetched and not yet written (default 16 MiB) */
   inflightBytes?: number;
   onProgress?: (p: RestoreProgress) => void;
 }
@@ -64,12 +65,15 @@ export class ChunkFetcher {
   /**
    * Fetch answers are dropped as soon as their blobs are copied out to a restore worker, and
    * lz4-napi's outputs (version 1 chunks) are invisible to V8's heap accounting: collected every
-   * 32 MiB (see core/external-memory), which kept the agent's restore peak RSS down (measured).
+   * 16 MiB of received bytes (see core/external-memory), which kept the agent's restore peak RSS down (measured).
    */
-  private readonly garbage = new ExternalGarbage(32 * 1024 * 1024);
+  private readonly garbage = new ExternalGarbage(16 * 1024 * 1024);
   private queue: Pending[] = [];
   private scheduled = false;
   private batched = true;
+
+  /** where the buffers of batched answers' frames come from (a restore lends them from its worker pool) */
+  frameAlloc: ((n: number) => Buffer) | undefined;
 
   constructor(private readonly client: BoxClient, private readonly keys: DataKeys, private readonly snapshot: string) {}
 
@@ -78,7 +82,11 @@ export class ChunkFetcher {
     return this.fetch(id, false);
   }
 
-  /** The chunk's sealed blob as the box sent it: the caller must open it (openChunk) before using a byte. */
+  /**
+   * The chunk's sealed blob as the box sent it, preceded by its 32-byte id, in a buffer of its
+   * own (byteOffset 0, whole ArrayBuffer: ready to transfer to a worker). The caller must open
+   * it (openChunk) before using a byte.
+   */
   getSealed(id: Buffer): Promise<Buffer> {
     return this.fetch(id, true);
   }
@@ -103,7 +111,11 @@ export class ChunkFetcher {
 
   private async getOne(id: Buffer, sealed: boolean): Promise<Buffer> {
     const blob = await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`);
-    return sealed ? blob : this.open(id, blob);
+    if (!sealed) return this.open(id, blob);
+    const framed = Buffer.allocUnsafeSlow(CHUNK_ID_BYTES + blob.length);
+    id.copy(framed, 0);
+    blob.copy(framed, CHUNK_ID_BYTES);
+    return framed;
   }
 
   private flush(): void {
@@ -119,11 +131,19 @@ export class ChunkFetcher {
       this.getOne(p.id, p.sealed).then(p.resolve, p.reject);
     };
     if (batch.length === 1) return alone(batch[0]);
-    let frames: { id: Buffer; blob: Buffer }[];
+    let frames: Buffer[];
     try {
-      const body = await this.client.call('POST', `/v1/snapshots/${this.snapshot}/chunks/fetch`, Buffer.concat(batch.map((p) => p.id)));
-      this.garbage.note(body.length);
-      frames = decodeFetchAnswer(body);
+      const reader = new FetchAnswerReader(this.frameAlloc);
+      let received = 0;
+      await this.client.call('POST', `/v1/snapshots/${this.snapshot}/chunks/fetch`, Buffer.concat(batch.map((p) => p.id)), {
+        sink: (piece) => {
+          received += piece.length;
+          reader.push(piece);
+        },
+      });
+      // the socket's pieces are garbage now; the frames live on until their workers are done
+      this.garbage.note(received);
+      frames = reader.end();
     } catch (err) {
       if (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD')) {
         this.batched = false; // an older box
@@ -145,16 +165,16 @@ export class ChunkFetcher {
         }
         continue;
       }
-      if (!f.id.equals(p.id)) {
+      if (!f.subarray(0, CHUNK_ID_BYTES).equals(p.id)) {
         p.reject(new CairnError('CAIRN_BOX_ERROR', 'the box answered a batched chunk fetch out of order'));
         continue;
       }
-      if (f.blob.length === 0) {
+      if (f.length === CHUNK_ID_BYTES) {
         alone(p);
         continue;
       }
       try {
-        p.resolve(p.sealed ? f.blob : this.open(p.id, f.blob));
+        p.resolve(p.sealed ? f : this.open(p.id, f.subarray(CHUNK_ID_BYTES)));
       } catch (err) {
         p.reject(err);
       }
@@ -296,11 +316,12 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
   const dirs: ManifestEntry[] = [];
   const linkTargets = new Map<string, Promise<boolean>>();
-  const budget = new ByteBudget(opts.inflightBytes ?? 32 * 1024 * 1024);
+  const budget = new ByteBudget(opts.inflightBytes ?? 16 * 1024 * 1024);
   const pool = new RestorePool(keys, (bytes) => {
     r.bytes += bytes;
     budget.release(bytes);
   });
+  fetcher.frameAlloc = (n) => pool.buffers.take(n);
   // Files in progress: at most MAX_FILES (a counting semaphore; Promise.race over the set per file cost O(n) handlers each time).
   const fileSlots = new Semaphore(MAX_FILES);
   const inflightFiles = new Set<Promise<void>>();
@@ -332,7 +353,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
         const at = offset;
         fetches.push(
           fetcher.getSealed(ref.id).then(
-            (blob) => f.write(at, ref.size, ref.id, blob),
+            (framed) => f.write(at, ref.size, framed),
             (err: unknown) => {
               budget.release(ref.size);
               throw err;

@@ -130,6 +130,61 @@ export function decodeFetchAnswer(body: Buffer): { id: Buffer; blob: Buffer }[] 
   return body.length === 0 ? [] : decodeUploadBatch(body);
 }
 
+/**
+ * Reads a fetch answer (the upload-batch framing: 32-byte id | u32 LE length | blob) as it
+ * arrives, straight into one buffer per frame that holds the id followed by the blob, so a
+ * restore hands each frame to its worker as it is, without collecting the whole answer and
+ * copying every blob out of it again. Frames with an empty blob are kept (they mean "ask for
+ * this one alone"). Limits are those of decodeUploadBatch; anything malformed throws.
+ */
+export class FetchAnswerReader {
+  /** each: the chunk id (32 bytes) followed by its blob, in a buffer of its own (byteOffset 0) */
+  readonly frames: Buffer[] = [];
+  private readonly head = Buffer.alloc(CHUNK_ID_BYTES + 4);
+  private headFill = 0;
+  private cur: Buffer | undefined;
+  private curFill = 0;
+  private offset = 0;
+
+  /** @param alloc where frame buffers come from (each must be a buffer at offset 0 of its own ArrayBuffer) */
+  constructor(private readonly alloc: (n: number) => Buffer = (n) => Buffer.allocUnsafeSlow(n)) {}
+
+  push(piece: Buffer): void {
+    let i = 0;
+    while (i < piece.length) {
+      if (!this.cur) {
+        const n = Math.min(this.head.length - this.headFill, piece.length - i);
+        piece.copy(this.head, this.headFill, i, i + n);
+        this.headFill += n;
+        i += n;
+        if (this.headFill < this.head.length) break;
+        const len = this.head.readUInt32LE(CHUNK_ID_BYTES);
+        if (len > MAX_CHUNK_BLOB) throw new CairnError('CAIRN_CHUNK_TOO_LARGE', `frame of ${len} bytes at byte ${this.offset} exceeds the chunk limit`);
+        this.cur = this.alloc(CHUNK_ID_BYTES + len);
+        this.head.copy(this.cur, 0, 0, CHUNK_ID_BYTES);
+        this.curFill = CHUNK_ID_BYTES;
+        this.headFill = 0;
+      }
+      const n = Math.min(this.cur.length - this.curFill, piece.length - i);
+      piece.copy(this.cur, this.curFill, i, i + n);
+      this.curFill += n;
+      i += n;
+      if (this.curFill === this.cur.length) {
+        this.offset += 4 + this.cur.length;
+        this.frames.push(this.cur);
+        this.cur = undefined;
+      }
+    }
+  }
+
+  /** The frames read; throws when the answer ended inside a frame. */
+  end(): Buffer[] {
+    if (this.headFill > 0) throw bad(`fetch answer truncated in a frame header at byte ${this.offset}`);
+    if (this.cur) throw bad(`fetch answer truncated: frame declares ${this.cur.length - CHUNK_ID_BYTES} bytes, ${this.curFill - CHUNK_ID_BYTES} arrived`);
+    return this.frames;
+  }
+}
+
 export function decodeUploadBatch(body: Buffer): { id: Buffer; blob: Buffer }[] {
   const out: { id: Buffer; blob: Buffer }[] = [];
   let off = 0;

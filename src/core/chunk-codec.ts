@@ -164,18 +164,40 @@ export function parseChunkHeader(blob: Uint8Array): ChunkHeader {
 }
 
 /**
+ * Two buffers that openChunk may decrypt and decompress into instead of allocating per chunk.
+ * Opening a chunk allocated two buffers of about its size, and threads that open chunk after
+ * chunk (restore workers, the box's checks) then grew their malloc arenas far beyond what they
+ * held live (measured on a 1 GB restore: about 60 MB of the agent's peak RSS).
+ */
+export class ChunkScratch {
+  private a = Buffer.alloc(0);
+  private b = Buffer.alloc(0);
+
+  payload(n: number): Buffer {
+    if (this.a.length < n) this.a = Buffer.allocUnsafeSlow(Math.max(n, MAX_CHUNK_BLOB));
+    return this.a.subarray(0, n);
+  }
+
+  plain(n: number): Buffer {
+    if (this.b.length < n) this.b = Buffer.allocUnsafeSlow(Math.max(n, MAX_CHUNK_PLAINTEXT));
+    return this.b.subarray(0, n);
+  }
+}
+
+/**
  * Decrypts and checks a chunk: header, tag (with id and header as associated data), length,
  * and finally that the keyed hash of the plaintext equals `id`. Any failure throws; no
- * unchecked byte is ever returned.
+ * unchecked byte is ever returned. With `scratch`, the plaintext returned lives in it and is
+ * valid only until the next call with the same scratch.
  */
-export function openChunk(keys: DataKeys, id: Uint8Array, blob: Uint8Array): Buffer {
+export function openChunk(keys: DataKeys, id: Uint8Array, blob: Uint8Array, scratch?: ChunkScratch): Buffer {
   if (id.length !== CHUNK_ID_BYTES) throw new CairnError('CAIRN_CHUNK_ID_INVALID', 'chunk id must be 32 bytes');
   const hdr = parseChunkHeader(blob);
   const b = Buffer.from(blob.buffer, blob.byteOffset, blob.length);
   const h = b.subarray(0, CHUNK_HEADER_BYTES);
   const nonce = b.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
   const cipher = b.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES);
-  const payload = Buffer.allocUnsafe(cipher.length - TAG_BYTES);
+  const payload = scratch ? scratch.payload(cipher.length - TAG_BYTES) : Buffer.allocUnsafe(cipher.length - TAG_BYTES);
   let ok = true;
   try {
     sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(payload, null, cipher, Buffer.concat([h, id]), nonce, keyFor(keys, hdr.flags));
@@ -195,7 +217,7 @@ export function openChunk(keys: DataKeys, id: Uint8Array, blob: Uint8Array): Buf
       throw bad();
     }
     if (declared !== hdr.plainLength) throw bad();
-    plain = Buffer.allocUnsafe(hdr.plainLength);
+    plain = scratch ? scratch.plain(hdr.plainLength) : Buffer.allocUnsafe(hdr.plainLength);
     dctx ??= new DCtx();
     let n: number;
     try {

@@ -1,5 +1,5 @@
 import { CairnError } from '../../core/errors';
-import { BoxClient, ClientResponse } from '../box-client';
+import { BoxClient, ClientResponse, RequestOptions } from '../box-client';
 
 /**
  * A BoxClient that can be stopped from outside (SIGTERM): abort() fails every request in flight
@@ -14,7 +14,7 @@ export class AbortableBoxClient extends BoxClient {
     this.close();
   }
 
-  override async request(method: string, path: string, body?: Buffer | Buffer[], opts: { contentType?: string; timeoutMs?: number } = {}): Promise<ClientResponse> {
+  override async request(method: string, path: string, body?: Buffer | Buffer[], opts: RequestOptions = {}): Promise<ClientResponse> {
     if (this.aborted) throw interrupted();
     try {
       return await super.request(method, path, body, opts);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { errorMessage } from '../../core/errors';
 import { Logger } from '../../core/log';
-import { openChunk } from '../../core/chunk-codec';
+import { ChunkScratch, openChunk } from '../../core/chunk-codec';
 import { chunkRefs, readManifest } from '../../core/manifest';
 import type { StoreSpace } from '../store/space';
 import { sortedContains } from '../store/refs';
@@ -48,6 +48,7 @@ export async function runVerify(box: StoreSpace, opts: VerifyOptions = {}): Prom
     let checked = 0;
     let bytes = 0;
     const badIds: { id: Buffer; reason: string }[] = [];
+    const scratch = new ChunkScratch();
     let after: Buffer | null = null;
     for (;;) {
       const rows = (after
@@ -75,7 +76,7 @@ export async function runVerify(box: StoreSpace, opts: VerifyOptions = {}): Prom
         checked++;
         bytes += blob.length;
         try {
-          if (box.keys) openChunk(box.keys, id, blob);
+          if (box.keys) openChunk(box.keys, id, blob, scratch);
           else {
             // A secondary has no keys: the blob must still hash to what it was when stored.
             const want = catalog.chunkSha256(id);

@@ -2,7 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { CairnError, errorMessage } from '../../core/errors';
-import { openChunk, parseChunkHeader } from '../../core/chunk-codec';
+import { ChunkScratch, openChunk, parseChunkHeader } from '../../core/chunk-codec';
+
+/** checks keep no plaintext: one scratch for the thread (openChunk is synchronous) */
+const checkScratch = new ChunkScratch();
 import { DataKeys } from '../../core/keys';
 import { LocalBlobStore, StagedBlob, StagedPack } from './blob-store';
 import { Catalog } from './catalog';
@@ -111,7 +114,8 @@ export class ChunkStore {
     const bad: { id: Buffer; reason: string }[] = [];
     for (const id of ids) {
       try {
-        openChunk(keys, id, await this.getBlob(id));
+        const blob = await this.getBlob(id);
+        openChunk(keys, id, blob, checkScratch);
         good.push(id);
       } catch (err) {
         if (this.catalog.chunkOwner(id) === undefined) continue; // freed by GC meanwhile
@@ -161,7 +165,7 @@ export class ChunkStore {
     for (const it of items) {
       if (it.id.length !== CHUNK_ID_BYTES) throw new CairnError('CAIRN_CHUNK_ID_INVALID', 'chunk id must be 32 bytes');
       parseChunkHeader(it.blob);
-      if (this.keys && !owner) openChunk(this.keys, it.id, it.blob);
+      if (this.keys && !owner) openChunk(this.keys, it.id, it.blob, checkScratch);
     }
     let existed = 0;
     const fresh: { id: Buffer; blob: Buffer }[] = [];

@@ -5,7 +5,7 @@ import sodium from 'sodium-native';
 import { compress as lz4Compress } from 'lz4-napi';
 import { CCtx, compressBound } from 'zstd-napi/binding';
 import { chunkId } from '../../../src/core/chunk-id';
-import { CHUNK_MAGIC, CHUNK_OVERHEAD, openChunk, parseChunkHeader, sealChunk, FLAG_LZ4, FLAG_MANIFEST, FLAG_ZSTD } from '../../../src/core/chunk-codec';
+import { ChunkScratch, CHUNK_MAGIC, CHUNK_OVERHEAD, openChunk, parseChunkHeader, sealChunk, FLAG_LZ4, FLAG_MANIFEST, FLAG_ZSTD } from '../../../src/core/chunk-codec';
 import { DataKeys } from '../../../src/core/keys';
 import { deriveDataKeys } from '../../../src/core/keys';
 import { CairnError } from '../../../src/core/errors';
@@ -97,6 +97,20 @@ describe('core/chunk-codec', () => {
     // Garbage that is no frame at all, and a truncated frame.
     expectRejected(() => openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, randomBytes(200))));
     expectRejected(() => openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, frame.subarray(0, frame.length - 5))));
+  });
+
+  it('opens into a reused scratch with the same result and the same checks', async () => {
+    const scratch = new ChunkScratch();
+    const plains = [randomBytes(300_000), Buffer.alloc(200_000, 'abc'), randomBytes(10), Buffer.alloc(3 * 1024 * 1024, 'xyz')];
+    const sealed = await Promise.all(plains.map((p) => seal(p)));
+    for (let round = 0; round < 2; round++) {
+      sealed.forEach((s, i) => expect(openChunk(keys, s.id, s.blob, scratch).equals(plains[i])).to.equal(true));
+    }
+    const bad = Buffer.from(sealed[1].blob);
+    bad[bad.length - 1] ^= 1;
+    expect(() => openChunk(keys, sealed[1].id, bad, scratch)).to.throw(CairnError);
+    expect(() => openChunk(keys, sealed[0].id, sealed[2].blob, scratch)).to.throw(CairnError);
+    expect(openChunk(keys, sealed[3].id, sealed[3].blob, scratch).equals(plains[3])).to.equal(true);
   });
 
   it('uses a fresh random nonce: equal plaintexts give different ciphertexts', async () => {
