@@ -13,9 +13,29 @@ export interface RunResult {
   stderr: string;
 }
 
+/**
+ * The node flags on a script's `#!/usr/bin/env -S node FLAGS` line: launching a script with
+ * process.execPath skips its shebang, and tests and benches must run it as the installed
+ * command runs.
+ */
+export function nodeFlagsOf(script: string): string[] {
+  let first = '';
+  try {
+    const fd = fs.openSync(script, 'r');
+    const buf = Buffer.alloc(256);
+    const n = fs.readSync(fd, buf, 0, 256, 0);
+    fs.closeSync(fd);
+    first = buf.subarray(0, n).toString('utf8').split('\n')[0];
+  } catch {
+    return [];
+  }
+  const m = /^#!\/usr\/bin\/env -S node((?: --[a-z0-9-]+(?:=[^\s]+)?)*)\s*$/.exec(first);
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
+}
+
 export function run(script: string, args: string[], env: NodeJS.ProcessEnv = {}, opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [...nodeFlagsOf(script), script, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -48,7 +68,7 @@ export interface Daemon {
 export async function startDaemon(data: string, opts: { port?: number; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; args?: string[] } = {}): Promise<Daemon> {
   const info = path.join(data, 'run', 'serve.json');
   fs.rmSync(info, { force: true });
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), CAIRND, 'serve', '--data', data, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...(opts.args ?? [])], {
+  const proc = spawn(process.execPath, [...nodeFlagsOf(CAIRND), ...(opts.nodeArgs ?? []), CAIRND, 'serve', '--data', data, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...(opts.args ?? [])], {
     env: { ...process.env, ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,4 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
+// The flag above caps V8's young generation (see src/agent/main.ts); systemd/cairnd.service
+// passes the same flag. Test and bench launchers read it from this line.
 // Many chunk writes wait on fsync at once; more libuv threads let their journal commits group.
 // Must be set before the first asynchronous fs call.
 process.env.UV_THREADPOOL_SIZE ??= '16';

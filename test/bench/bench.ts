@@ -30,7 +30,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { CAIRN, CAIRND, runJson, startDaemon, Daemon } from '../../scripts/lib/procs';
+import { CAIRN, CAIRND, nodeFlagsOf, runJson, startDaemon, Daemon } from '../../scripts/lib/procs';
 import { compareTrees } from '../../scripts/lib/tree';
 import { CORPUS_VERSION, generateCorpus, mutateCorpus, listFiles, ChangeSummary } from './corpus';
 import { GNU_TIME, median, readVmHwm, resetPeakRss, timed, Timed, treeBytes } from './measure';
@@ -330,7 +330,7 @@ class CairnDriver implements ToolDriver {
     const pid = this.daemon!.proc.pid!;
     this.boxPeakOverall = Math.max(this.boxPeakOverall, readVmHwm(pid));
     const reset = resetPeakRss(pid);
-    const t = must(await timed(process.execPath, [...this.agentNodeArgs, CAIRN, ...args], { env: this.env }), what);
+    const t = must(await timed(process.execPath, [...nodeFlagsOf(CAIRN), ...this.agentNodeArgs, CAIRN, ...args], { env: this.env }), what);
     const boxPeak = readVmHwm(pid);
     this.boxPeakOverall = Math.max(this.boxPeakOverall, boxPeak);
     if (!reset) this.boxPeakOverall = boxPeak;
