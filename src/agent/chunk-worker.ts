@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { RingShared, RingWriter } from './blob-ring';
 import { WasmChunker } from '../core/chunker';
 import { chunkId } from '../core/chunk-id';
 import { ChunkKind, sealChunkSync } from '../core/chunk-codec';
@@ -21,6 +22,8 @@ export interface WorkerInit {
   keys: DataKeysJson;
   inflight: SharedArrayBuffer;
   limitBytes: number;
+  /** this worker's blob ring (see blob-ring.ts) */
+  ring?: RingShared;
 }
 
 export interface FileJob {
@@ -31,7 +34,8 @@ export interface FileJob {
 }
 
 export type WorkerMessage =
-  | { type: 'chunk'; jobId: number; id: Uint8Array; size: number; blob: ArrayBuffer }
+  /** the sealed blob: a transferred buffer, or `ring` = [offset, length] in the worker's ring */
+  | { type: 'chunk'; jobId: number; id: Uint8Array; size: number; blob?: ArrayBuffer; ring?: [number, number] }
   | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string }
   | VolumeDone;
 
@@ -46,6 +50,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   /** the read buffer: the chunker's WebAssembly memory, so file bytes are read straight into it */
   let buf: Buffer = Buffer.alloc(0);
   const garbage = new ExternalGarbage();
+  let ring: RingWriter | undefined;
 
   // Messages leave in batches (a message between threads costs tens of microseconds, which per
   // chunk and per file dominated trees of small files): at the end of the last queued job, when
@@ -113,10 +118,17 @@ function run(port: NonNullable<typeof parentPort>): void {
         const len = chunker!.next(start, end, eof);
         const slice = buf.subarray(start, start + len);
         const id = chunkId(keys!.idKey, slice);
-        const blob = sealChunkSync(keys!, id, slice, job.kind);
+        let inRing = false;
+        const blob = sealChunkSync(keys!, id, slice, job.kind, {
+          alloc: (n) => {
+            const b = ring?.take(n, flush);
+            inRing = !!b;
+            return b ?? Buffer.allocUnsafeSlow(n);
+          },
+        });
         reserve(blob.length);
-        const msg: WorkerMessage = { type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer };
-        post(msg, [blob.buffer as ArrayBuffer]);
+        if (inRing) post({ type: 'chunk', jobId: job.jobId, id, size: len, ring: [blob.byteOffset, blob.length] });
+        else post({ type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer }, [blob.buffer as ArrayBuffer]);
         start += len;
         bytes += len;
       }
@@ -141,6 +153,7 @@ function run(port: NonNullable<typeof parentPort>): void {
       buf = chunker.buffer;
       inflight = new Int32Array(msg.init.inflight);
       limit = msg.init.limitBytes;
+      if (msg.init.ring) ring = new RingWriter(msg.init.ring);
       return;
     }
     queuedJobs++;

@@ -35,7 +35,7 @@ export class Uploader {
   add(c: ChunkOut): void {
     this.stats.chunks_seen++;
     if (this.error) {
-      this.pool.release(c.blob.length);
+      this.pool.release(c);
       return;
     }
     this.pending.push(c);
@@ -72,7 +72,7 @@ export class Uploader {
   private finish(): void {
     this.active--;
     if (this.error) {
-      for (const c of this.pending) this.pool.release(c.blob.length);
+      for (const c of this.pending) this.pool.release(c);
       this.pending = [];
       this.pendingBytes = 0;
     }
@@ -91,7 +91,7 @@ export class Uploader {
         const hex = c.id.toString('hex');
         if (this.known.has(hex) || this.onWire.has(hex)) {
           // Stored already, or travelling in another batch (whose failure fails the whole run).
-          this.pool.release(c.blob.length);
+          this.pool.release(c);
           continue;
         }
         this.onWire.add(hex);
@@ -117,7 +117,7 @@ export class Uploader {
     } finally {
       for (const c of fresh) {
         this.onWire.delete(c.id.toString('hex'));
-        this.pool.release(c.blob.length);
+        this.pool.release(c);
       }
     }
   }

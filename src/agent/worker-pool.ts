@@ -6,11 +6,17 @@ import { DataKeys, dataKeysToJson } from '../core/keys';
 import type { FileJob, WorkerInit, WorkerMessage } from './chunk-worker';
 import type { VolumeDone, VolumeJob } from './volume/volume-job';
 import { ThreadOutbox } from './thread-outbox';
+import { createRing, RingReader } from './blob-ring';
+
+/** each worker's blob ring (see blob-ring.ts): blobs of up to half of it are sealed into it */
+const RING_BYTES = 8 * 1024 * 1024;
 
 export interface ChunkOut {
   id: Buffer;
   size: number;
   blob: Buffer;
+  /** where the blob lives in its worker's ring (given back by WorkerPool.release) */
+  ring?: { worker: number; slot: { off: number; end: number; freed: boolean } };
 }
 
 export interface FileResult {
@@ -39,6 +45,7 @@ export class WorkerPool {
   private readonly busy: number[] = [];
   private readonly pending = new Map<number, Pending>();
   private readonly inflight: Int32Array;
+  private readonly rings: RingReader[] = [];
   private nextJob = 1;
   private failed: Error | undefined;
   /** jobs leave in one message per worker and event-loop turn */
@@ -48,9 +55,11 @@ export class WorkerPool {
     const threads = opts.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
     const sab = new SharedArrayBuffer(4);
     this.inflight = new Int32Array(sab);
-    const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024 };
     for (let i = 0; i < threads; i++) {
       const w = new Worker(path.join(__dirname, 'chunk-worker.js'));
+      const ring = createRing(RING_BYTES);
+      this.rings.push(new RingReader(ring));
+      const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024, ring };
       w.postMessage([{ type: 'init', init }]);
       w.on('message', (batch: WorkerMessage[]) => batch.forEach((m) => this.onMessage(m)));
       w.on('error', (err) => this.fail(err));
@@ -75,7 +84,11 @@ export class WorkerPool {
     const p = this.pending.get(m.jobId);
     if (!p) return;
     if (m.type === 'chunk') {
-      p.onChunk({ id: Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength), size: m.size, blob: Buffer.from(m.blob) });
+      const id = Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength);
+      if (m.ring) {
+        const { buf, slot } = this.rings[p.worker].seen(m.ring[0], m.ring[1]);
+        p.onChunk({ id, size: m.size, blob: buf, ring: { worker: p.worker, slot } });
+      } else p.onChunk({ id, size: m.size, blob: Buffer.from(m.blob!) });
     } else if (m.type === 'volume-done') {
       this.pending.delete(m.jobId);
       this.busy[p.worker]--;
@@ -118,9 +131,11 @@ export class WorkerPool {
     return this.pending.size;
   }
 
-  release(bytes: number): void {
-    Atomics.sub(this.inflight, 0, bytes);
+  /** A chunk's blob is no longer needed (uploaded, known to the box, or the run failed): its bytes and its ring space are freed. */
+  release(c: ChunkOut): void {
+    Atomics.sub(this.inflight, 0, c.blob.length);
     Atomics.notify(this.inflight, 0);
+    if (c.ring) this.rings[c.ring.worker].free(c.ring.slot);
   }
 
   async close(): Promise<void> {

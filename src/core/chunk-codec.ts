@@ -51,8 +51,10 @@ export const MAX_CHUNK_BLOB = MAX_CHUNK_PLAINTEXT + Math.ceil(MAX_CHUNK_PLAINTEX
 export type ChunkKind = 'data' | 'manifest';
 
 export interface SealOptions {
-  /** try LZ4 (default true); the payload stays raw when compression does not shrink it */
+  /** try to compress (default true); the payload stays raw when compression does not shrink it */
   compress?: boolean;
+  /** where the blob goes (default: a fresh unpooled buffer of exactly its size) */
+  alloc?: (n: number) => Buffer;
 }
 
 function header(flags: number, plainLength: number): Buffer {
@@ -103,7 +105,7 @@ export function sealChunkSync(keys: DataKeys, id: Uint8Array, plaintext: Uint8Ar
       flags |= FLAG_ZSTD;
     }
   }
-  return encryptPayload(keys, id, payload, flags, plaintext.length);
+  return encryptPayload(keys, id, payload, flags, plaintext.length, opts.alloc);
 }
 
 const PROBE = 64 * 1024;
@@ -119,9 +121,10 @@ function worthCompressing(plaintext: Uint8Array): boolean {
   return compressInto(plaintext.subarray(mid, mid + PROBE)).length < PROBE * 0.97;
 }
 
-function encryptPayload(keys: DataKeys, id: Uint8Array, payload: Uint8Array, flags: number, plainLength: number): Buffer {
+function encryptPayload(keys: DataKeys, id: Uint8Array, payload: Uint8Array, flags: number, plainLength: number, alloc?: (n: number) => Buffer): Buffer {
   const h = header(flags, plainLength);
-  const out = Buffer.allocUnsafeSlow(CHUNK_HEADER_BYTES + NONCE_BYTES + payload.length + TAG_BYTES);
+  const n = CHUNK_HEADER_BYTES + NONCE_BYTES + payload.length + TAG_BYTES;
+  const out = alloc ? alloc(n) : Buffer.allocUnsafeSlow(n);
   h.copy(out, 0);
   const nonce = out.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
   sodium.randombytes_buf(nonce);

@@ -62,7 +62,7 @@ async function agentOnly(keys: DataKeys, file: string, size: number, sealAll: bo
       // learn the ids first (not timed separately: this pass seals too), then time a pass where every block is "same"
       const ids: Uint8Array[] = [];
       for (let off = 0; off < size; off += VOLUME_JOB_BYTES) {
-        const r = await pool.volumeRange({ path: Buffer.from(file), offset: off, length: Math.min(VOLUME_JOB_BYTES, size - off), blockSize: MiB, prev: new Uint8Array(per * 32) }, (c) => pool.release(c.blob.length));
+        const r = await pool.volumeRange({ path: Buffer.from(file), offset: off, length: Math.min(VOLUME_JOB_BYTES, size - off), blockSize: MiB, prev: new Uint8Array(per * 32) }, (c) => pool.release(c));
         ids.push(r.ids);
       }
       prevIds = ids;
@@ -72,7 +72,7 @@ async function agentOnly(keys: DataKeys, file: string, size: number, sealAll: bo
     let i = 0;
     for (let off = 0; off < size; off += VOLUME_JOB_BYTES, i++) {
       const len = Math.min(VOLUME_JOB_BYTES, size - off);
-      window.push(pool.volumeRange({ path: Buffer.from(file), offset: off, length: len, blockSize: MiB, prev: sealAll ? new Uint8Array(Math.ceil(len / MiB) * 32) : prevIds[i] }, (c) => pool.release(c.blob.length)));
+      window.push(pool.volumeRange({ path: Buffer.from(file), offset: off, length: len, blockSize: MiB, prev: sealAll ? new Uint8Array(Math.ceil(len / MiB) * 32) : prevIds[i] }, (c) => pool.release(c)));
       if (window.length >= 4) await window.shift();
     }
     await Promise.all(window);

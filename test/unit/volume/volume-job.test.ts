@@ -47,7 +47,7 @@ describe('volume/volume-job (worker side) and WorkerPool.volumeRange', () => {
     expect([...done.states]).to.deep.equal([BLOCK_ZERO, BLOCK_NEW, BLOCK_SAME, BLOCK_ZERO, BLOCK_NEW]);
     const chunks = msgs.filter((m): m is Extract<WorkerMessage, { type: 'chunk' }> => m.type === 'chunk');
     expect(chunks.map((c) => c.size)).to.deep.equal([BS, 1000]);
-    expect(openChunk(keys, Buffer.from(chunks[1].id), Buffer.from(chunks[1].blob)).equals(blocks[4])).to.equal(true);
+    expect(openChunk(keys, Buffer.from(chunks[1].id), Buffer.from(chunks[1].blob!)).equals(blocks[4])).to.equal(true);
     expect(Buffer.from(done.ids.subarray(0, 32)).equals(Buffer.alloc(32))).to.equal(true);
     expect(Buffer.from(done.ids.subarray(64, 96)).equals(chunkId(keys.idKey, blocks[2]))).to.equal(true);
   });
@@ -68,13 +68,13 @@ describe('volume/volume-job (worker side) and WorkerPool.volumeRange', () => {
       const seen: number[] = [];
       const r = await pool.volumeRange({ path: Buffer.from(img), offset: BS, length: 2 * BS, blockSize: BS, prev: new Uint8Array(64) }, (c) => {
         seen.push(c.size);
-        pool.release(c.blob.length);
+        pool.release(c);
       });
       expect(r.error).to.equal(undefined);
       expect([...r.states]).to.deep.equal([BLOCK_NEW, BLOCK_NEW]);
       expect(seen).to.deep.equal([BS, BS]);
       // the file path of the pool still works alongside
-      const f = await pool.chunkFile(Buffer.from(img), 'data', (c) => pool.release(c.blob.length));
+      const f = await pool.chunkFile(Buffer.from(img), 'data', (c) => pool.release(c));
       expect(f.bytes).to.equal(fs.statSync(img).size);
     } finally {
       await pool.close();
