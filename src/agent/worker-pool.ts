@@ -61,7 +61,7 @@ export class WorkerPool {
       this.rings.push(new RingReader(ring));
       const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024, ring };
       w.postMessage([{ type: 'init', init }]);
-      w.on('message', (batch: WorkerMessage[]) => batch.forEach((m) => this.onMessage(m)));
+      w.on('message', (batch: WorkerMessage[]) => batch.forEach((m) => this.onMessage(m, i)));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
         if (code !== 0) this.fail(new Error(`chunk worker exited with code ${code}`));
@@ -80,16 +80,24 @@ export class WorkerPool {
     }
   }
 
-  private onMessage(m: WorkerMessage): void {
+  private onMessage(m: WorkerMessage, worker: number): void {
     const p = this.pending.get(m.jobId);
-    if (!p) return;
     if (m.type === 'chunk') {
       const id = Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength);
+      // Every ring blob is recorded in the order the worker placed it, even one nobody waits
+      // for any more (freed at once): the ring's bookkeeping depends on seeing all of them.
+      const c: ChunkOut = { id, size: m.size, blob: Buffer.from(m.blob ?? new ArrayBuffer(0)) };
       if (m.ring) {
-        const { buf, slot } = this.rings[p.worker].seen(m.ring[0], m.ring[1]);
-        p.onChunk({ id, size: m.size, blob: buf, ring: { worker: p.worker, slot } });
-      } else p.onChunk({ id, size: m.size, blob: Buffer.from(m.blob!) });
-    } else if (m.type === 'volume-done') {
+        const { buf, slot } = this.rings[worker].seen(m.ring[0], m.ring[1]);
+        c.blob = buf;
+        c.ring = { worker, slot };
+      }
+      if (p) p.onChunk(c);
+      else this.release(c);
+      return;
+    }
+    if (!p) return;
+    if (m.type === 'volume-done') {
       this.pending.delete(m.jobId);
       this.busy[p.worker]--;
       p.onVolume?.(m);

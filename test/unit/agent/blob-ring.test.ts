@@ -1,6 +1,13 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { createRing, RingReader, RingWriter } from '../../../src/agent/blob-ring';
+import { ChunkOut, WorkerPool } from '../../../src/agent/worker-pool';
+import { openChunk } from '../../../src/core/chunk-codec';
+import { deriveDataKeys } from '../../../src/core/keys';
 
 type Slot = { off: number; end: number; freed: boolean };
 
@@ -54,5 +61,48 @@ describe('agent/blob-ring (sealed blobs in shared memory)', () => {
     const writer = new RingWriter(createRing(1000));
     expect(writer.take(501, () => undefined)).to.equal(undefined);
     expect(writer.take(500, () => undefined)?.length).to.equal(500);
+  });
+
+  it('in the real worker pool: blobs held for a while and released in any order stay intact, and files many times the ring go through', async function () {
+    this.timeout(60_000);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-ring-'));
+    const keys = deriveDataKeys(randomBytes(32));
+    const pool = new WorkerPool(keys, { threads: 2 });
+    try {
+      const files = [0, 1].map((i) => {
+        const p = path.join(dir, `f${i}`);
+        fs.writeFileSync(p, randomBytes(24 * 1024 * 1024)); // three times a ring
+        return p;
+      });
+      let checked = 0;
+      let plain = 0;
+      let inRing = 0;
+      const held: Promise<void>[] = [];
+      const hold = (c: ChunkOut): void => {
+        if (c.ring) inRing++;
+        held.push(
+          new Promise<void>((resolve, reject) => {
+            setTimeout(() => {
+              try {
+                plain += openChunk(keys, c.id, c.blob).length; // not overwritten while held
+                checked++;
+                pool.release(c);
+                resolve();
+              } catch (err) {
+                reject(err);
+              }
+            }, Math.floor(Math.random() * 30));
+          }),
+        );
+      };
+      const results = await Promise.all(files.map((f) => pool.chunkFile(Buffer.from(f), 'data', hold)));
+      await Promise.all(held);
+      expect(results.map((r) => r.error)).to.deep.equal([undefined, undefined]);
+      expect(plain).to.equal(48 * 1024 * 1024);
+      expect(inRing, 'blobs were placed in the rings').to.be.greaterThan(checked / 2);
+    } finally {
+      await pool.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
