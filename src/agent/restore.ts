@@ -133,7 +133,7 @@ export class ChunkFetcher {
     if (batch.length === 1) return alone(batch[0]);
     let frames: Buffer[];
     try {
-      const reader = new FetchAnswerReader(this.frameAlloc);
+      const reader = new FetchAnswerReader(batch.length, this.frameAlloc);
       let received = 0;
       await this.client.call('POST', `/v1/snapshots/${this.snapshot}/chunks/fetch`, Buffer.concat(batch.map((p) => p.id)), {
         sink: (piece) => {

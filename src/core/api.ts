@@ -130,12 +130,17 @@ export function decodeFetchAnswer(body: Buffer): { id: Buffer; blob: Buffer }[] 
   return body.length === 0 ? [] : decodeUploadBatch(body);
 }
 
+/** an answer from the box that does not parse: the box's fault, not the request's */
+function boxBad(why: string): CairnError {
+  return new CairnError('CAIRN_BOX_ERROR', why);
+}
+
 /**
  * Reads a fetch answer (the upload-batch framing: 32-byte id | u32 LE length | blob) as it
  * arrives, straight into one buffer per frame that holds the id followed by the blob, so a
  * restore hands each frame to its worker as it is, without collecting the whole answer and
  * copying every blob out of it again. Frames with an empty blob are kept (they mean "ask for
- * this one alone"). Limits are those of decodeUploadBatch; anything malformed throws.
+ * this one alone"). Limits are those of decodeUploadBatch; anything malformed throws CAIRN_BOX_ERROR.
  */
 export class FetchAnswerReader {
   /** each: the chunk id (32 bytes) followed by its blob, in a buffer of its own (byteOffset 0) */
@@ -146,8 +151,15 @@ export class FetchAnswerReader {
   private curFill = 0;
   private offset = 0;
 
-  /** @param alloc where frame buffers come from (each must be a buffer at offset 0 of its own ArrayBuffer) */
-  constructor(private readonly alloc: (n: number) => Buffer = (n) => Buffer.allocUnsafeSlow(n)) {}
+  /**
+   * @param maxFrames how many frames the answer may hold (the ids asked for): a box that sends
+   *   more is refused before their bytes are kept
+   * @param alloc where frame buffers come from (each must be a buffer at offset 0 of its own ArrayBuffer)
+   */
+  constructor(
+    private readonly maxFrames = Infinity,
+    private readonly alloc: (n: number) => Buffer = (n) => Buffer.allocUnsafeSlow(n),
+  ) {}
 
   push(piece: Buffer): void {
     let i = 0;
@@ -159,6 +171,7 @@ export class FetchAnswerReader {
         i += n;
         if (this.headFill < this.head.length) break;
         const len = this.head.readUInt32LE(CHUNK_ID_BYTES);
+        if (this.frames.length >= this.maxFrames) throw boxBad(`fetch answer holds more than the ${this.maxFrames} chunks asked for`);
         if (len > MAX_CHUNK_BLOB) throw new CairnError('CAIRN_CHUNK_TOO_LARGE', `frame of ${len} bytes at byte ${this.offset} exceeds the chunk limit`);
         this.cur = this.alloc(CHUNK_ID_BYTES + len);
         this.head.copy(this.cur, 0, 0, CHUNK_ID_BYTES);
@@ -179,8 +192,8 @@ export class FetchAnswerReader {
 
   /** The frames read; throws when the answer ended inside a frame. */
   end(): Buffer[] {
-    if (this.headFill > 0) throw bad(`fetch answer truncated in a frame header at byte ${this.offset}`);
-    if (this.cur) throw bad(`fetch answer truncated: frame declares ${this.cur.length - CHUNK_ID_BYTES} bytes, ${this.curFill - CHUNK_ID_BYTES} arrived`);
+    if (this.headFill > 0) throw boxBad(`fetch answer truncated in a frame header at byte ${this.offset}`);
+    if (this.cur) throw boxBad(`fetch answer truncated: frame declares ${this.cur.length - CHUNK_ID_BYTES} bytes, ${this.curFill - CHUNK_ID_BYTES} arrived`);
     return this.frames;
   }
 }

@@ -64,8 +64,10 @@ describe('core/api codecs', () => {
     huge.writeUInt32LE(MAX_CHUNK_BLOB + 1, 32);
     expect(() => new FetchAnswerReader().push(huge)).to.throw(CairnError, /exceeds the chunk limit/);
     const pool = new BufferPool(1 << 20);
-    const r = new FetchAnswerReader((n) => pool.take(n));
+    const r = new FetchAnswerReader(2, (n) => pool.take(n));
     r.push(body);
+    const extra = new FetchAnswerReader(1);
+    expect(() => extra.push(body)).to.throw(CairnError, /more than the 1 chunks asked for/);
     const [a, b] = r.end();
     expect(pool.owns(a.buffer)).to.equal(true);
     expect(a.length).to.equal(32 + 70);
