@@ -118,16 +118,9 @@ function run(port: NonNullable<typeof parentPort>): void {
         const len = chunker!.next(start, end, eof);
         const slice = buf.subarray(start, start + len);
         const id = chunkId(keys!.idKey, slice);
-        let inRing = false;
-        const blob = sealChunkSync(keys!, id, slice, job.kind, {
-          alloc: (n) => {
-            const b = ring?.take(n, flush);
-            inRing = !!b;
-            return b ?? Buffer.allocUnsafeSlow(n);
-          },
-        });
+        const blob = sealChunkSync(keys!, id, slice, job.kind, { alloc: (n) => ring?.take(n, flush) ?? Buffer.allocUnsafeSlow(n) });
         reserve(blob.length);
-        if (inRing) post({ type: 'chunk', jobId: job.jobId, id, size: len, ring: [blob.byteOffset, blob.length] });
+        if (blob.buffer instanceof SharedArrayBuffer) post({ type: 'chunk', jobId: job.jobId, id, size: len, ring: [blob.byteOffset, blob.length] });
         else post({ type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer }, [blob.buffer as ArrayBuffer]);
         start += len;
         bytes += len;

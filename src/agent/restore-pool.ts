@@ -85,7 +85,7 @@ export class RestorePool {
   private failed: Error | undefined;
 
   constructor(keys: DataKeys, private readonly onAck: (bytes: number) => void, opts: { threads?: number } = {}) {
-    // File creation is mostly kernel time and can wait on directory locks: a few more threads than cores.
+    // One worker per core (at least two: file creation is mostly kernel time and can wait on directory locks).
     const threads = opts.threads ?? Math.max(2, Math.min(os.availableParallelism(), 4));
     const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
     for (let i = 0; i < threads; i++) {

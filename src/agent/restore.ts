@@ -63,9 +63,9 @@ interface Pending {
  */
 export class ChunkFetcher {
   /**
-   * Fetch answers are dropped as soon as their blobs are copied out to a restore worker, and
-   * lz4-napi's outputs (version 1 chunks) are invisible to V8's heap accounting: collected every
-   * 16 MiB of received bytes (see core/external-memory), which kept the agent's restore peak RSS down (measured).
+   * The socket's pieces of an answer are garbage once read into frames, and lz4-napi's outputs
+   * (version 1 chunks, opened here for manifests) are invisible to V8's heap accounting: a
+   * collection runs every 16 MiB of them (see core/external-memory).
    */
   private readonly garbage = new ExternalGarbage(16 * 1024 * 1024);
   private queue: Pending[] = [];

@@ -86,12 +86,11 @@ export class WorkerPool {
       const id = Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength);
       // Every ring blob is recorded in the order the worker placed it, even one nobody waits
       // for any more (freed at once): the ring's bookkeeping depends on seeing all of them.
-      const c: ChunkOut = { id, size: m.size, blob: Buffer.from(m.blob ?? new ArrayBuffer(0)) };
+      let c: ChunkOut;
       if (m.ring) {
         const { buf, slot } = this.rings[worker].seen(m.ring[0], m.ring[1]);
-        c.blob = buf;
-        c.ring = { worker, slot };
-      }
+        c = { id, size: m.size, blob: buf, ring: { worker, slot } };
+      } else c = { id, size: m.size, blob: Buffer.from(m.blob!) };
       if (p) p.onChunk(c);
       else this.release(c);
       return;

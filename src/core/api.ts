@@ -125,11 +125,6 @@ export function encodeUploadBatch(items: { id: Buffer; blob: Buffer }[]): Buffer
   return parts;
 }
 
-/** Frames of a batched fetch answer (zero-length blobs allowed, empty answer allowed). */
-export function decodeFetchAnswer(body: Buffer): { id: Buffer; blob: Buffer }[] {
-  return body.length === 0 ? [] : decodeUploadBatch(body);
-}
-
 /** an answer from the box that does not parse: the box's fault, not the request's */
 function boxBad(why: string): CairnError {
   return new CairnError('CAIRN_BOX_ERROR', why);
