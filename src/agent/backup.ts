@@ -240,7 +240,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
             chunks.push({ id: c.id, size: c.size, blob: Buffer.alloc(0) });
             refs.add(c.id);
             uploader.add(c);
-          })
+          }, Number(st.size))
           .then((r) => {
             stats.bytes_read += r.bytes;
             if (r.error) {
