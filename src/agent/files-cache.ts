@@ -40,6 +40,11 @@ export class FilesCache {
     return this.getStmt.get(source, path);
   }
 
+  /** Whether the source has any cached file (a first backup has none, and need not look each file up). */
+  hasAny(source: string): boolean {
+    return this.db.prepare('SELECT 1 FROM files WHERE source = ? LIMIT 1').get(source) !== undefined;
+  }
+
   beginRun(source: string): void {
     this.db.prepare('DELETE FROM staged WHERE source = ?').run(source);
   }
