@@ -8,9 +8,13 @@ const REPO = path.join(__dirname, '..', '..', '..', '..');
 
 describe('launch flags (shebang, launchers, systemd)', () => {
   it('the agent and cairnd carry their V8 flags on the shebang, and launchers read them from there', () => {
-    for (const script of [CAIRN, CAIRND]) {
-      expect(fs.readFileSync(script, 'utf8').split('\n')[0]).to.equal('#!/usr/bin/env -S node --max-semi-space-size=1');
-      expect(nodeFlagsOf(script)).to.deep.equal(['--max-semi-space-size=1']);
+    const expected: [string, string[]][] = [
+      [CAIRN, ['--max-semi-space-size=1', '--heap-growing-percent=50']],
+      [CAIRND, ['--max-semi-space-size=1']],
+    ];
+    for (const [script, flags] of expected) {
+      expect(fs.readFileSync(script, 'utf8').split('\n')[0]).to.equal(`#!/usr/bin/env -S node ${flags.join(' ')}`);
+      expect(nodeFlagsOf(script)).to.deep.equal(flags);
     }
     const tmp = path.join(REPO, 'dist', 'flags-probe.js');
     try {
@@ -31,7 +35,7 @@ describe('launch flags (shebang, launchers, systemd)', () => {
       fs.writeFileSync(probe, `${shebang}\nconsole.log(JSON.stringify(process.execArgv));\n`, { mode: 0o755 });
       const r = spawnSync(probe, [], { encoding: 'utf8', env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` } });
       expect(r.status, r.stderr).to.equal(0);
-      expect(JSON.parse(r.stdout)).to.deep.equal(['--max-semi-space-size=1']);
+      expect(JSON.parse(r.stdout)).to.deep.equal(['--max-semi-space-size=1', '--heap-growing-percent=50']);
     } finally {
       fs.rmSync(probe, { force: true });
     }
