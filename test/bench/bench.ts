@@ -33,7 +33,7 @@ import { createHash } from 'node:crypto';
 import { CAIRN, CAIRND, nodeFlagsOf, runJson, startDaemon, Daemon } from '../../scripts/lib/procs';
 import { compareTrees } from '../../scripts/lib/tree';
 import { CORPUS_VERSION, generateCorpus, mutateCorpus, listFiles, ChangeSummary } from './corpus';
-import { GNU_TIME, median, readVmHwm, resetPeakRss, timed, Timed, treeBytes } from './measure';
+import { GNU_TIME, median, readCpuSeconds, readVmHwm, resetPeakRss, timed, Timed, treeBytes } from './measure';
 import { formatSummary, summarize, ProfileSummary } from './cpu-profile';
 
 const MB = 1_000_000;
@@ -52,6 +52,10 @@ interface PhaseResult {
   client_peak_rss: number;
   /** peak RSS of cairnd during this step (Cairn only) */
   box_peak_rss?: number;
+  /** CPU seconds of the client process (all threads) */
+  client_cpu_s: number;
+  /** CPU seconds cairnd used during this step (Cairn only) */
+  box_cpu_s?: number;
   detail?: unknown;
 }
 
@@ -269,7 +273,7 @@ function must(t: Timed, what: string): Timed {
 }
 
 function phase(t: Timed, bytes: number, extra: Partial<PhaseResult> = {}): PhaseResult {
-  return { wall_s: t.wallS, mb_per_s: bytes / MB / t.wallS, bytes, client_peak_rss: t.peakRss, ...extra };
+  return { wall_s: t.wallS, mb_per_s: bytes / MB / t.wallS, bytes, client_peak_rss: t.peakRss, client_cpu_s: t.cpuS, ...extra };
 }
 
 interface CairnBackupJson {
@@ -326,29 +330,31 @@ class CairnDriver implements ToolDriver {
     if (code !== 0 && code !== null) throw new Error(`cairnd serve exited with ${code}`);
   }
 
-  private async agent(args: string[], what: string): Promise<{ t: Timed; boxPeak: number }> {
+  private async agent(args: string[], what: string): Promise<{ t: Timed; box: Partial<PhaseResult> }> {
     const pid = this.daemon!.proc.pid!;
     this.boxPeakOverall = Math.max(this.boxPeakOverall, readVmHwm(pid));
     const reset = resetPeakRss(pid);
+    const cpu0 = readCpuSeconds(pid);
     const t = must(await timed(process.execPath, [...nodeFlagsOf(CAIRN), ...this.agentNodeArgs, CAIRN, ...args], { env: this.env }), what);
+    const boxCpu = readCpuSeconds(pid) - cpu0;
     const boxPeak = readVmHwm(pid);
     this.boxPeakOverall = Math.max(this.boxPeakOverall, boxPeak);
     if (!reset) this.boxPeakOverall = boxPeak;
-    return { t, boxPeak };
+    return { t, box: { box_peak_rss: boxPeak, ...(Number.isFinite(boxCpu) ? { box_cpu_s: boxCpu } : {}) } };
   }
 
   async backup(label: string): Promise<PhaseResult> {
-    const { t, boxPeak } = await this.agent(['backup', this.src, '--source', 'bench', '--json'], `cairn backup (${label})`);
+    const { t, box } = await this.agent(['backup', this.src, '--source', 'bench', '--json'], `cairn backup (${label})`);
     const j = JSON.parse(t.stdout) as CairnBackupJson;
     this.lastSnapshot = j.snapshot;
-    return phase(t, j.bytes_scanned, { box_peak_rss: boxPeak, detail: { files: j.files, bytes_read: j.bytes_read, bytes_new: j.bytes_new, bytes_uploaded: j.bytes_uploaded, chunks_new: j.chunks_new, agent_duration_s: j.duration_s } });
+    return phase(t, j.bytes_scanned, { ...box, detail: { files: j.files, bytes_read: j.bytes_read, bytes_new: j.bytes_new, bytes_uploaded: j.bytes_uploaded, chunks_new: j.chunks_new, agent_duration_s: j.duration_s } });
   }
 
   async restore(target: string): Promise<PhaseResult> {
-    const { t, boxPeak } = await this.agent(['restore', this.lastSnapshot, '--target', target, '--json'], 'cairn restore');
+    const { t, box } = await this.agent(['restore', this.lastSnapshot, '--target', target, '--json'], 'cairn restore');
     const j = JSON.parse(t.stdout) as { files: number; bytes: number; failed: number; duration_s: number };
     if (j.failed) throw new Error(`cairn restore reported ${j.failed} failed entries`);
-    return phase(t, j.bytes, { box_peak_rss: boxPeak, detail: { files: j.files, agent_duration_s: j.duration_s } });
+    return phase(t, j.bytes, { ...box, detail: { files: j.files, agent_duration_s: j.duration_s } });
   }
 
   stored(): { apparent: number; disk: number; chunksOnly: number } {
@@ -460,7 +466,7 @@ async function runToolIn(tool: ToolName, run: number, corpus: string, dir: strin
     const step = async (label: Phase, f: () => Promise<PhaseResult>): Promise<PhaseResult> => {
       sync();
       const r = await f();
-      say(`  ${tool.padEnd(6)} run ${run}  ${PHASE_LABEL[label].padEnd(17)} ${r.wall_s.toFixed(2).padStart(7)} s  ${r.mb_per_s.toFixed(1).padStart(7)} MB/s  client ${(r.client_peak_rss / MB).toFixed(0).padStart(4)} MB${r.box_peak_rss !== undefined ? `  box ${(r.box_peak_rss / MB).toFixed(0)} MB` : ''}`);
+      say(`  ${tool.padEnd(6)} run ${run}  ${PHASE_LABEL[label].padEnd(17)} ${r.wall_s.toFixed(2).padStart(7)} s  ${r.mb_per_s.toFixed(1).padStart(7)} MB/s  client ${(r.client_peak_rss / MB).toFixed(0).padStart(4)} MB ${r.client_cpu_s.toFixed(1).padStart(5)} s CPU${r.box_peak_rss !== undefined ? `  box ${(r.box_peak_rss / MB).toFixed(0)} MB${r.box_cpu_s !== undefined ? ` ${r.box_cpu_s.toFixed(1)} s CPU` : ''}` : ''}`);
       return r;
     };
     const first = await step('first', () => d.backup('first'));
@@ -522,6 +528,9 @@ function buildRows(runs: ToolRun[], tools: ToolName[]): Row[] {
   add('stored after first backup', 'MB', 1, (r) => r.stored_after_first / MB);
   add('stored after 3 backups', 'MB', 1, (r) => r.stored / MB);
   add('stored after 3 backups, du', 'MB', 1, (r) => r.stored_disk / MB);
+  // CPU: what the two cores ran out of. Cairn's agent and cairnd share this machine; restic and borg are one process.
+  for (const p of PHASES) add(`CPU client, ${PHASE_LABEL[p]}`, 's', 1, (r) => r.phases[p].client_cpu_s);
+  for (const p of PHASES) add(`CPU client + box, ${PHASE_LABEL[p]}`, 's', 1, (r) => r.phases[p].client_cpu_s + (r.phases[p].box_cpu_s ?? 0));
   for (const p of PHASES) add(`peak RSS client, ${PHASE_LABEL[p]}`, 'MB', 0, (r) => r.phases[p].client_peak_rss / MB);
   for (const p of PHASES) add(`peak RSS box, ${PHASE_LABEL[p]}`, 'MB', 0, (r) => (r.phases[p].box_peak_rss === undefined ? undefined : r.phases[p].box_peak_rss! / MB));
   add('peak RSS box, whole run', 'MB', 0, (r) => (r.box_peak_rss_overall === undefined ? undefined : r.box_peak_rss_overall / MB));
@@ -666,6 +675,7 @@ async function main(): Promise<number> {
     say('MB/s = source bytes as the tool counts them (backups) or restored bytes (restore) / wall time of the client process, startup included.');
     say('Ratios are Cairn/peer of the figure on that line: below 1 is better for s, MB and RSS, above 1 is better for MB/s.');
     say('Client = the cairn agent, restic or borg; box = cairnd (VmHWM during that step).');
+    say('CPU = user + system seconds of all threads; for Cairn "client + box" adds what cairnd used during the step.');
     say('');
     say(formatTable(rows, o.tools));
     say('');

@@ -1,10 +1,12 @@
 /**
- * Measuring one-shot processes and a long-running one: wall time and peak RSS. One-shot
- * processes run under GNU time (`/usr/bin/time -v`, its "Maximum resident set size" is the
- * kernel's ru_maxrss of the child); a long-running process's peak is its VmHWM in
- * /proc/PID/status, which can be reset between phases by writing 5 to /proc/PID/clear_refs.
+ * Measuring one-shot processes and a long-running one: wall time, CPU time and peak RSS.
+ * One-shot processes run under GNU time (`/usr/bin/time -v`: its "Maximum resident set size"
+ * is the kernel's ru_maxrss of the child, its user and system times cover all the child's
+ * threads); a long-running process's peak is its VmHWM in /proc/PID/status, which can be reset
+ * between phases by writing 5 to /proc/PID/clear_refs, and its CPU time the difference of
+ * utime + stime in /proc/PID/stat across a phase.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,6 +20,8 @@ export interface Timed {
   wallS: number;
   /** peak resident set size in bytes */
   peakRss: number;
+  /** user + system CPU seconds of the process and all its threads */
+  cpuS: number;
 }
 
 export function timed(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Timed> {
@@ -41,7 +45,7 @@ export function timed(cmd: string, args: string[], opts: { cwd?: string; env?: N
         /* time did not write: reported below as 0 */
       }
       fs.rmSync(path.dirname(out), { recursive: true, force: true });
-      resolve({ code: code ?? -1, stdout: Buffer.concat(so).toString(), stderr: Buffer.concat(se).toString(), wallS, peakRss: parseGnuTimeMaxRss(report) });
+      resolve({ code: code ?? -1, stdout: Buffer.concat(so).toString(), stderr: Buffer.concat(se).toString(), wallS, peakRss: parseGnuTimeMaxRss(report), cpuS: parseGnuTimeCpu(report) });
     });
   });
 }
@@ -50,6 +54,33 @@ export function timed(cmd: string, args: string[], opts: { cwd?: string; env?: N
 export function parseGnuTimeMaxRss(report: string): number {
   const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(report);
   return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** "User time (seconds): 1.5" + "System time (seconds): 0.25" → 1.75; NaN when absent. */
+export function parseGnuTimeCpu(report: string): number {
+  const u = /User time \(seconds\): ([\d.]+)/.exec(report);
+  const k = /System time \(seconds\): ([\d.]+)/.exec(report);
+  return u && k ? Number(u[1]) + Number(k[1]) : NaN;
+}
+
+let clockTicks: number | undefined;
+
+/** utime + stime of a /proc/PID/stat line, in ticks; NaN when it does not parse. */
+export function parseStatTicks(stat: string): number {
+  // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(f[11]) + Number(f[12]);
+  return Number.isFinite(ticks) ? ticks : NaN;
+}
+
+/** CPU seconds a live process has used so far (all its threads); NaN when it cannot be read. */
+export function readCpuSeconds(pid: number): number {
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    return parseStatTicks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')) / clockTicks;
+  } catch {
+    return NaN;
+  }
 }
 
 /** "VmHWM:	  123456 kB" → bytes; 0 when absent. */
