@@ -46,6 +46,10 @@ export interface RestoreResult extends RestoreProgress {
   failures: { path: string; message: string }[];
 }
 
+/** a batch of fewer ids than this waits COALESCE_MS for more (see ChunkFetcher) */
+const COALESCE_BELOW = 16;
+const COALESCE_MS = 2;
+
 interface Pending {
   id: Buffer;
   /** hand back the sealed blob unopened (a restore worker opens it) */
@@ -55,10 +59,14 @@ interface Pending {
 }
 
 /**
- * Fetches and opens chunks of one snapshot. Requests made in the same turn of the event loop
- * go out together as one batched fetch (up to MAX_FETCH_IDS ids): restoring many small files
- * then costs one HTTPS request per batch instead of one per chunk (profiled: request overhead
- * on both sides dominated such restores). An id the box did not answer is fetched alone, which
+ * Fetches and opens chunks of one snapshot. Requests wait in a queue and go out together as
+ * one batched fetch (up to MAX_FETCH_IDS ids): restoring many small files then costs one HTTPS
+ * request per batch instead of one per chunk (profiled: request overhead on both sides
+ * dominated such restores). A full batch leaves at once, a large one at the end of the turn,
+ * a small one after COALESCE_MS: small files reach the queue one per turn (each waits for its
+ * directory first), and sending every turn's queue made a restore of 1,220 files cost 1,165
+ * requests. With the wait: about 440, and 15-20% less time and agent CPU (2 alternating pairs;
+ * no change on the 1 GB bench corpus). An id the box did not answer is fetched alone, which
  * returns the box's own error for it. A box without the batched endpoint gets single GETs.
  */
 export class ChunkFetcher {
@@ -100,7 +108,8 @@ export class ChunkFetcher {
       if (this.queue.length >= MAX_FETCH_IDS) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.flush());
+        if (this.queue.length < COALESCE_BELOW) setTimeout(() => this.flush(), COALESCE_MS);
+        else setImmediate(() => this.flush());
       }
     });
   }
