@@ -522,10 +522,6 @@ export class Catalog {
     }
   }
 
-  /** The connection's synchronous level (SQLite's number: 1 NORMAL, 2 FULL). */
-  get synchronousLevel(): number {
-    return this.db.pragma('synchronous', { simple: true }) as number;
-  }
 
   /** Deletes chunk rows that were not seen since `cutoff`; returns the rows actually deleted. */
   deleteChunkRows(ids: Buffer[], cutoff: number): { id: Buffer; size: number; pack: string | null }[] {
