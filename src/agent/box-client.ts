@@ -17,6 +17,16 @@ export interface BoxEndpoint {
   spkiSha256: Buffer;
 }
 
+/** What another thread needs to open its own connections to the same box (structured-cloneable). */
+export interface BoxClientSpec {
+  host: string;
+  port: number;
+  certPem: string;
+  spkiHex: string;
+  credential?: string;
+  headers: Record<string, string>;
+}
+
 export interface RequestOptions {
   contentType?: string;
   timeoutMs?: number;
@@ -90,6 +100,16 @@ export class BoxClient {
 
   close(): void {
     this.agent.destroy();
+  }
+
+  /** This client's box, pin, credential and headers, for BoxClient.fromSpec in a worker thread. */
+  get spec(): BoxClientSpec {
+    const e = this.endpoint;
+    return { host: e.host, port: e.port, certPem: e.certPem, spkiHex: e.spkiSha256.toString('hex'), credential: this.credential, headers: { ...this.extraHeaders } };
+  }
+
+  static fromSpec(s: BoxClientSpec, opts: { maxSockets?: number } = {}): BoxClient {
+    return new BoxClient({ host: s.host, port: s.port, certPem: s.certPem, spkiSha256: Buffer.from(s.spkiHex, 'hex') }, s.credential, { maxSockets: opts.maxSockets, headers: s.headers });
   }
 
   /**

@@ -3,12 +3,12 @@ import path from 'node:path';
 import { CairnError, errnoCode, errorMessage } from '../core/errors';
 import { openChunk } from '../core/chunk-codec';
 import { CHUNK_ID_BYTES } from '../core/chunk-id';
-import { chunkRefs, ManifestEntry, ManifestHeader, readManifest } from '../core/manifest';
+import { ManifestEntry, ManifestHeader, readManifest } from '../core/manifest';
 import { DataKeys } from '../core/keys';
 import { FetchAnswerReader, MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
-import { ByteBudget, Semaphore } from '../core/semaphore';
-import { RestorePool, RestoringFile } from './restore-pool';
+import { Semaphore } from '../core/semaphore';
+import { RestorePool } from './restore-pool';
 import { ExternalGarbage } from '../core/external-memory';
 
 /**
@@ -26,8 +26,6 @@ export interface RestoreOptions {
   subpath?: string;
   /** fetch and check everything but write nothing */
   verifyOnly?: boolean;
-  /** sealed chunk bytes fetched and not yet written (default 16 MiB) */
-  inflightBytes?: number;
   onProgress?: (p: RestoreProgress) => void;
 }
 
@@ -52,14 +50,13 @@ const COALESCE_MS = 2;
 
 interface Pending {
   id: Buffer;
-  /** hand back the sealed blob unopened (a restore worker opens it) */
-  sealed: boolean;
   resolve: (b: Buffer) => void;
   reject: (e: unknown) => void;
 }
 
 /**
- * Fetches and opens chunks of one snapshot. Requests wait in a queue and go out together as
+ * Fetches and opens chunks of one snapshot on the main thread: manifests, `ls`, volumes (a file
+ * restore's workers fetch their own chunks, see restore-worker.ts). Requests wait in a queue and go out together as
  * one batched fetch (up to MAX_FETCH_IDS ids): restoring many small files then costs one HTTPS
  * request per batch instead of one per chunk (profiled: request overhead on both sides
  * dominated such restores). A full batch leaves at once, a large one at the end of the turn,
@@ -82,29 +79,13 @@ export class ChunkFetcher {
   private scheduled = false;
   private batched = true;
 
-  /** where the buffers of batched answers' frames come from (a restore lends them from its worker pool) */
-  frameAlloc: ((n: number) => Buffer) | undefined;
-
   constructor(private readonly client: BoxClient, private readonly keys: DataKeys, private readonly snapshot: string) {}
 
   /** The chunk's plaintext, authenticated and checked against its id. */
   get(id: Buffer): Promise<Buffer> {
-    return this.fetch(id, false);
-  }
-
-  /**
-   * The chunk's sealed blob as the box sent it, preceded by its 32-byte id, in a buffer of its
-   * own (byteOffset 0, whole ArrayBuffer: ready to transfer to a worker). The caller must open
-   * it (openChunk) before using a byte.
-   */
-  getSealed(id: Buffer): Promise<Buffer> {
-    return this.fetch(id, true);
-  }
-
-  private fetch(id: Buffer, sealed: boolean): Promise<Buffer> {
-    if (!this.batched) return this.getOne(id, sealed);
+    if (!this.batched) return this.getOne(id);
     return new Promise<Buffer>((resolve, reject) => {
-      this.queue.push({ id, sealed, resolve, reject });
+      this.queue.push({ id, resolve, reject });
       if (this.queue.length >= MAX_FETCH_IDS) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
@@ -120,13 +101,8 @@ export class ChunkFetcher {
     return plain;
   }
 
-  private async getOne(id: Buffer, sealed: boolean): Promise<Buffer> {
-    const blob = await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`);
-    if (!sealed) return this.open(id, blob);
-    const framed = Buffer.allocUnsafeSlow(CHUNK_ID_BYTES + blob.length);
-    id.copy(framed, 0);
-    blob.copy(framed, CHUNK_ID_BYTES);
-    return framed;
+  private async getOne(id: Buffer): Promise<Buffer> {
+    return this.open(id, await this.client.call('GET', `/v1/snapshots/${this.snapshot}/chunks/${id.toString('hex')}`));
   }
 
   private flush(): void {
@@ -139,12 +115,12 @@ export class ChunkFetcher {
 
   private async fetchBatch(batch: Pending[]): Promise<void> {
     const alone = (p: Pending): void => {
-      this.getOne(p.id, p.sealed).then(p.resolve, p.reject);
+      this.getOne(p.id).then(p.resolve, p.reject);
     };
     if (batch.length === 1) return alone(batch[0]);
     let frames: Buffer[];
     try {
-      const reader = new FetchAnswerReader(batch.length, this.frameAlloc);
+      const reader = new FetchAnswerReader(batch.length);
       await this.client.call('POST', `/v1/snapshots/${this.snapshot}/chunks/fetch`, Buffer.concat(batch.map((p) => p.id)), {
         sink: (piece) => reader.push(piece),
       });
@@ -179,7 +155,7 @@ export class ChunkFetcher {
         continue;
       }
       try {
-        p.resolve(p.sealed ? f : this.open(p.id, f.subarray(CHUNK_ID_BYTES)));
+        p.resolve(this.open(p.id, f.subarray(CHUNK_ID_BYTES)));
       } catch (err) {
         p.reject(err);
       }
@@ -283,9 +259,12 @@ function unsafe(rel: Buffer): CairnError {
   return new CairnError('CAIRN_RESTORE_UNSAFE_PATH', `refusing to restore under ${rel.toString()}: it exists in the target and is not a real directory (a symlink or a file)`);
 }
 
-const MAX_FILES = 64;
+/** files handed to the workers and not yet done: enough to fill their batched fetches with small files */
+const MAX_FILES = 256;
 /** files below this size go to their directory's worker (see RestorePool.open) */
 const SMALL_FILE = 1024 * 1024;
+
+const EMPTY = Buffer.alloc(0);
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
@@ -321,12 +300,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const r: RestoreResult = { snapshot: snap.id, files: 0, dirs: 0, bytes: 0, failed: 0, symlinks: 0, hardlinks: 0, duration_s: 0, failures: [] };
   const dirs: ManifestEntry[] = [];
   const linkTargets = new Map<string, Promise<boolean>>();
-  const budget = new ByteBudget(opts.inflightBytes ?? 16 * 1024 * 1024);
-  const pool = new RestorePool(keys, (bytes) => {
-    r.bytes += bytes;
-    budget.release(bytes);
-  });
-  fetcher.frameAlloc = (n) => pool.buffers.take(n);
+  const pool = new RestorePool(client, snap.id, keys, (bytes) => (r.bytes += bytes));
   // Files in progress: at most MAX_FILES (a counting semaphore; Promise.race over the set per file cost O(n) handlers each time).
   const fileSlots = new Semaphore(MAX_FILES);
   const inflightFiles = new Set<Promise<void>>();
@@ -337,7 +311,6 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
   const progressTimer = opts.onProgress ? setInterval(() => opts.onProgress!({ files: r.files, dirs: r.dirs, bytes: r.bytes, failed: r.failed }), 250) : undefined;
 
   const restoreFile = async (e: ManifestEntry, created: (ok: boolean) => void): Promise<void> => {
-    let file: RestoringFile | undefined;
     try {
       let clear = false;
       if (!verifyOnly) {
@@ -345,35 +318,15 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
         clear = !tree.parentIsFresh(e.path);
       }
       const slash = e.path.lastIndexOf(0x2f);
-      const small = e.size < SMALL_FILE;
-      file = pool.open(verifyOnly ? Buffer.alloc(0) : tree.abs(e.path), clear, verifyOnly, small ? e.path.subarray(0, Math.max(slash, 0)) : undefined);
-      const f = file;
-      // Fetch under the shared byte budget (a chunk holds its bytes until its worker is done with
-      // it); chunks are written at their offsets, so they may arrive in any order.
-      const fetches: Promise<void>[] = [];
-      let offset = 0;
-      for (const ref of chunkRefs(e.chunks ?? Buffer.alloc(0))) {
-        if (f.failure) break;
-        await budget.acquire(ref.size);
-        const at = offset;
-        fetches.push(
-          fetcher.getSealed(ref.id).then(
-            (framed) => f.write(at, ref.size, framed),
-            (err: unknown) => {
-              budget.release(ref.size);
-              throw err;
-            },
-          ),
-        );
-        offset += ref.size;
-      }
-      await Promise.all(fetches);
-      await f.finish({ mode: e.mode, uid: e.uid, gid: e.gid, atime: nsToSeconds(e.mtimeNs), mtime: nsToSeconds(e.mtimeNs) });
+      const times = nsToSeconds(e.mtimeNs);
+      await pool.restore(
+        { abs: verifyOnly ? EMPTY : tree.abs(e.path), refs: e.chunks ?? EMPTY, clear, verifyOnly, mode: e.mode, uid: e.uid, gid: e.gid, atime: times, mtime: times },
+        e.size < SMALL_FILE ? e.path.subarray(0, Math.max(slash, 0)) : undefined,
+      );
       r.files++;
       created(true);
     } catch (err) {
       created(false);
-      if (file && !file.failure) file.abort();
       if (!verifyOnly && CairnError.is(err) && err.code.startsWith('CAIRN_CHUNK')) {
         err = new CairnError('CAIRN_RESTORE_FAILED', `not restored: ${errorMessage(err)}`);
       }

@@ -138,8 +138,10 @@ function boxBad(why: string): CairnError {
  * this one alone"). Limits are those of decodeUploadBatch; anything malformed throws CAIRN_BOX_ERROR.
  */
 export class FetchAnswerReader {
-  /** each: the chunk id (32 bytes) followed by its blob, in a buffer of its own (byteOffset 0) */
+  /** each: the chunk id (32 bytes) followed by its blob, in a buffer of its own (byteOffset 0); empty when frames go to `onFrame` */
   readonly frames: Buffer[] = [];
+  /** frames read so far */
+  count = 0;
   private readonly head = Buffer.alloc(CHUNK_ID_BYTES + 4);
   private headFill = 0;
   private cur: Buffer | undefined;
@@ -149,11 +151,14 @@ export class FetchAnswerReader {
   /**
    * @param maxFrames how many frames the answer may hold (the ids asked for): a box that sends
    *   more is refused before their bytes are kept
-   * @param alloc where frame buffers come from (each must be a buffer at offset 0 of its own ArrayBuffer)
+   * @param alloc where frame buffers come from
+   * @param onFrame when given, each frame is handed to it as soon as it is complete (and not
+   *   kept): `alloc` may then lend the same memory for every frame
    */
   constructor(
     private readonly maxFrames = Infinity,
     private readonly alloc: (n: number) => Buffer = (n) => Buffer.allocUnsafeSlow(n),
+    private readonly onFrame?: (frame: Buffer) => void,
   ) {}
 
   push(piece: Buffer): void {
@@ -166,7 +171,7 @@ export class FetchAnswerReader {
         i += n;
         if (this.headFill < this.head.length) break;
         const len = this.head.readUInt32LE(CHUNK_ID_BYTES);
-        if (this.frames.length >= this.maxFrames) throw boxBad(`fetch answer holds more than the ${this.maxFrames} chunks asked for`);
+        if (this.count >= this.maxFrames) throw boxBad(`fetch answer holds more than the ${this.maxFrames} chunks asked for`);
         if (len > MAX_CHUNK_BLOB) throw new CairnError('CAIRN_CHUNK_TOO_LARGE', `frame of ${len} bytes at byte ${this.offset} exceeds the chunk limit`);
         this.cur = this.alloc(CHUNK_ID_BYTES + len);
         this.head.copy(this.cur, 0, 0, CHUNK_ID_BYTES);
@@ -178,9 +183,12 @@ export class FetchAnswerReader {
       this.curFill += n;
       i += n;
       if (this.curFill === this.cur.length) {
-        this.offset += 4 + this.cur.length;
-        this.frames.push(this.cur);
+        const frame = this.cur;
+        this.offset += 4 + frame.length;
+        this.count++;
         this.cur = undefined;
+        if (this.onFrame) this.onFrame(frame);
+        else this.frames.push(frame);
       }
     }
   }

@@ -191,16 +191,19 @@ export class ChunkScratch {
  * Decrypts and checks a chunk: header, tag (with id and header as associated data), length,
  * and finally that the keyed hash of the plaintext equals `id`. Any failure throws; no
  * unchecked byte is ever returned. With `scratch`, the plaintext returned lives in it and is
- * valid only until the next call with the same scratch.
+ * valid only until the next call with the same scratch. With `inPlace`, the blob is decrypted
+ * where it lies (libsodium checks the tag before it writes a byte): the caller's blob is
+ * destroyed, and one chunk-sized copy and buffer are saved.
  */
-export function openChunk(keys: DataKeys, id: Uint8Array, blob: Uint8Array, scratch?: ChunkScratch): Buffer {
+export function openChunk(keys: DataKeys, id: Uint8Array, blob: Uint8Array, scratch?: ChunkScratch, inPlace = false): Buffer {
   if (id.length !== CHUNK_ID_BYTES) throw new CairnError('CAIRN_CHUNK_ID_INVALID', 'chunk id must be 32 bytes');
   const hdr = parseChunkHeader(blob);
   const b = Buffer.from(blob.buffer, blob.byteOffset, blob.length);
   const h = b.subarray(0, CHUNK_HEADER_BYTES);
   const nonce = b.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
   const cipher = b.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES);
-  const payload = scratch ? scratch.payload(cipher.length - TAG_BYTES) : Buffer.allocUnsafe(cipher.length - TAG_BYTES);
+  const payloadLength = cipher.length - TAG_BYTES;
+  const payload = inPlace ? cipher.subarray(0, payloadLength) : scratch ? scratch.payload(payloadLength) : Buffer.allocUnsafe(payloadLength);
   let ok = true;
   try {
     sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(payload, null, cipher, Buffer.concat([h, id]), nonce, keyFor(keys, hdr.flags));

@@ -2,7 +2,6 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { decodeCommit, decodeIdList, decodeUploadBatch, encodeCommit, encodeUploadBatch, FetchAnswerReader, sortUniqueIds } from '../../../src/core/api';
 import { MAX_CHUNK_BLOB } from '../../../src/core/chunk-codec';
-import { BufferPool } from '../../../src/agent/buffer-pool';
 import { CairnError } from '../../../src/core/errors';
 import { parseDuration, parseHostPort } from '../../../src/core/cli';
 
@@ -52,7 +51,7 @@ describe('core/api codecs', () => {
     );
   });
 
-  it('FetchAnswerReader refuses truncated answers and oversized frames, and takes its buffers from the allocator given', () => {
+  it('FetchAnswerReader refuses truncated answers, oversized frames and extra frames', () => {
     const body = Buffer.concat(encodeUploadBatch([{ id: Buffer.alloc(32, 1), blob: Buffer.alloc(70, 2) }, { id: Buffer.alloc(32, 3), blob: Buffer.alloc(0) }]));
     for (let n = 1; n < body.length; n++) {
       if (n === 32 + 4 + 70) continue; // a whole first frame
@@ -63,36 +62,43 @@ describe('core/api codecs', () => {
     const huge = Buffer.alloc(36);
     huge.writeUInt32LE(MAX_CHUNK_BLOB + 1, 32);
     expect(() => new FetchAnswerReader().push(huge)).to.throw(CairnError, /exceeds the chunk limit/);
-    const pool = new BufferPool(1 << 20);
-    const r = new FetchAnswerReader(2, (n) => pool.take(n));
-    r.push(body);
     const extra = new FetchAnswerReader(1);
     expect(() => extra.push(body)).to.throw(CairnError, /more than the 1 chunks asked for/);
-    const [a, b] = r.end();
-    expect(pool.owns(a.buffer)).to.equal(true);
+    const [a, b] = (() => {
+      const r = new FetchAnswerReader(2);
+      r.push(body);
+      return r.end();
+    })();
     expect(a.length).to.equal(32 + 70);
     expect(b.length).to.equal(32); // an empty blob: "fetch this one alone"
   });
 
-  it('BufferPool rounds sizes up by at most a quarter, reuses what is given back, and keeps no more than its cap', () => {
-    for (const n of [1, 65536, 65537, 300_000, 1 << 20, (1 << 20) + 1, 4 * 1024 * 1024 + 4096, MAX_CHUNK_BLOB]) {
-      const c = BufferPool.sizeClass(n);
-      expect(c).to.be.at.least(n);
-      if (n > 65536) expect(c).to.be.at.most(n * 1.25);
-      expect(BufferPool.sizeClass(c)).to.equal(c);
-    }
-    const pool = new BufferPool(3 * 1024 * 1024);
-    const a = pool.take(1_000_000);
-    const ab = a.buffer as ArrayBuffer;
-    const copy = ab.slice(0); // a buffer of the same class coming back from a worker
-    pool.give(copy);
-    expect(pool.take(999_000).buffer).to.equal(copy);
-    pool.give(new ArrayBuffer(1_000_001)); // not a class size: ignored
-    expect(pool.take(1_000_001).buffer.byteLength).to.equal(BufferPool.sizeClass(1_000_001));
-    const big = [pool.take(1 << 20), pool.take(1 << 20), pool.take(1 << 20), pool.take(1 << 20)].map((b) => b.buffer as ArrayBuffer);
-    big.forEach((x) => pool.give(x));
-    const back = [pool.take(1 << 20), pool.take(1 << 20), pool.take(1 << 20), pool.take(1 << 20)].map((b) => b.buffer);
-    expect(back.filter((x) => big.includes(x as ArrayBuffer)).length).to.equal(3); // the cap kept three
+  it('FetchAnswerReader with onFrame hands each frame over as soon as it is complete, in memory the allocator may lend again', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ maxLength: 300 })), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 20 }),
+        (frames, cuts) => {
+          const body = Buffer.concat(encodeUploadBatch(frames.map(([id, blob]) => ({ id: Buffer.from(id), blob: Buffer.from(blob) }))));
+          const shared = Buffer.alloc(400);
+          const seen: Buffer[] = [];
+          const reader = new FetchAnswerReader(frames.length, (n) => shared.subarray(0, n), (f) => {
+            expect(f.buffer).to.equal(shared.buffer);
+            seen.push(Buffer.from(f)); // copied: the next frame reuses the memory
+          });
+          let at = 0;
+          for (let i = 0; at < body.length; i++) {
+            const n = cuts[i % cuts.length];
+            reader.push(body.subarray(at, at + n));
+            at += n;
+            expect(reader.count).to.equal(seen.length);
+          }
+          expect(reader.end()).to.deep.equal([]);
+          expect(seen.length).to.equal(frames.length);
+          seen.forEach((f, i) => expect(Buffer.concat([frames[i][0], frames[i][1]]).equals(f)).to.equal(true));
+        },
+      ),
+    );
   });
 
   it('commits round-trip; malformed headers are rejected', () => {

@@ -113,6 +113,29 @@ describe('core/chunk-codec', () => {
     expect(openChunk(keys, sealed[3].id, sealed[3].blob, scratch).equals(plains[3])).to.equal(true);
   });
 
+  it('opens in place with the same result and the same checks, never handing back unchecked bytes', async () => {
+    const scratch = new ChunkScratch();
+    const plains = [randomBytes(300_000), Buffer.alloc(200_000, 'abc'), randomBytes(10), Buffer.alloc(0)];
+    for (const p of plains) {
+      const s = await seal(p);
+      const copy = Buffer.from(s.blob);
+      expect(openChunk(keys, s.id, copy, scratch, true).equals(p)).to.equal(true);
+      if (p.length >= 16) expect(copy.equals(s.blob), 'decrypted where it lay').to.equal(false);
+    }
+    // every flip (sampled) is still refused, also in a zstd-compressed chunk
+    for (const p of [randomBytes(5000), Buffer.alloc(5000, 'zz')]) {
+      const s = await seal(p);
+      for (let i = 0; i < s.blob.length; i += 97) {
+        const bad = Buffer.from(s.blob);
+        bad[i] ^= 0x10;
+        expectRejected(() => openChunk(keys, s.id, bad, scratch, true));
+      }
+      const wrongId = Buffer.from(s.id);
+      wrongId[0] ^= 1;
+      expectRejected(() => openChunk(keys, wrongId, Buffer.from(s.blob), scratch, true));
+    }
+  });
+
   it('uses a fresh random nonce: equal plaintexts give different ciphertexts', async () => {
     const p = Buffer.from('same content');
     expect((await seal(p)).blob.equals((await seal(p)).blob)).to.equal(false);
