@@ -42,11 +42,12 @@ export type RestoreWorkerReply =
   | { type: 'done'; file: number }
   | { type: 'failed'; file: number; code?: string; message: string };
 
-/** fetches on the wire per worker: one being received while the box reads the next */
+/**
+ * Batched fetches on the wire per worker. With two workers, two fetches keep the box busy; two
+ * per worker were no faster (2 alternating pairs, 1 GB) and cost RSS and box CPU. Files that
+ * arrive while a fetch is on the wire wait for it, so their chunks go out together.
+ */
 const MAX_ACTIVE = 1;
-/** a batch of fewer ids than this waits COALESCE_MS for more: files arrive a few at a time */
-const COALESCE_BELOW = 16;
-const COALESCE_MS = 2;
 const MAX_FRAME = CHUNK_ID_BYTES + MAX_CHUNK_BLOB;
 
 type FileJob = Extract<RestoreWorkerRequest, { type: 'file' }>;
@@ -85,7 +86,6 @@ function run(port: NonNullable<typeof parentPort>): void {
   /** refs a cut-short answer did not hold: asked for first */
   let redo: Item[] = [];
   let active = 0;
-  let timer: NodeJS.Timeout | undefined;
   /** only version 1 (LZ4) chunks decompress into memory V8 does not see (see core/external-memory) */
   const garbage = new ExternalGarbage(32 * 1024 * 1024);
   /** plaintext is written before the next chunk is opened, so one pair of buffers serves them all */
@@ -249,39 +249,18 @@ function run(port: NonNullable<typeof parentPort>): void {
 
   const pump = (): void => {
     while (active < MAX_ACTIVE && queued() > 0) {
-      // A small batch waits a moment for more files (unless nothing else is on the wire, the
-      // turn's files are all in: they came in one message).
-      if (active > 0 && redo.length + countIds(COALESCE_BELOW) < COALESCE_BELOW) {
-        timer ??= setTimeout(() => {
-          timer = undefined;
-          pumpNow();
-        }, COALESCE_MS);
-        return;
+      const items = take();
+      if (items.length === 0) return; // the rest were failed or empty files
+      if (!batched) {
+        for (const it of items) alone(it);
+        continue;
       }
-      pumpNow();
+      active++;
+      void fetchBatch(items).finally(() => {
+        active--;
+        pump();
+      });
     }
-  };
-
-  /** ids queued, counted up to `limit` */
-  const countIds = (limit: number): number => {
-    let n = 0;
-    for (let i = qHead; i < queue.length && n < limit; i++) n += queue[i].refs.length / CHUNK_REF_BYTES - queue[i].next;
-    return n;
-  };
-
-  const pumpNow = (): void => {
-    if (active >= MAX_ACTIVE) return;
-    const items = take();
-    if (items.length === 0) return;
-    if (!batched) {
-      for (const it of items) alone(it);
-      return;
-    }
-    active++;
-    void fetchBatch(items).finally(() => {
-      active--;
-      pump();
-    });
   };
 
   const alone = (it: Item): void => {
