@@ -14,11 +14,13 @@ export interface RunResult {
 }
 
 /**
- * The node flags on a script's `#!/usr/bin/env -S node FLAGS` line: launching a script with
- * process.execPath skips its shebang, and tests and benches must run it as the installed
- * command runs.
+ * How a script's `#!/usr/bin/env -S [NAME=VALUE ...] node [FLAGS]` line launches it: the
+ * environment assignments and the node flags. Launching a script with process.execPath skips
+ * its shebang, and tests and benches must run it as the installed command runs. Anything but
+ * plain assignments and flags gives nothing.
  */
-export function nodeFlagsOf(script: string): string[] {
+export function launchOf(script: string): { env: Record<string, string>; flags: string[] } {
+  const none = { env: {}, flags: [] };
   let first = '';
   try {
     const fd = fs.openSync(script, 'r');
@@ -27,15 +29,28 @@ export function nodeFlagsOf(script: string): string[] {
     fs.closeSync(fd);
     first = buf.subarray(0, n).toString('utf8').split('\n')[0];
   } catch {
-    return [];
+    return none;
   }
-  const m = /^#!\/usr\/bin\/env -S node((?: --[a-z0-9-]+(?:=[^\s]+)?)*)\s*$/.exec(first);
-  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
+  const m = /^#!\/usr\/bin\/env -S ((?:[A-Z_][A-Z0-9_]*=[A-Za-z0-9_.:\/-]+ )*)node((?: --[a-z0-9-]+(?:=[^\s]+)?)*)\s*$/.exec(first);
+  if (!m) return none;
+  const env: Record<string, string> = {};
+  for (const kv of m[1].trim().split(/\s+/).filter(Boolean)) env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
+  return { env, flags: m[2].trim().split(/\s+/).filter(Boolean) };
+}
+
+/** The node flags on a script's shebang line (see launchOf). */
+export function nodeFlagsOf(script: string): string[] {
+  return launchOf(script).flags;
+}
+
+/** The environment a script's shebang line sets (see launchOf). */
+export function nodeEnvOf(script: string): Record<string, string> {
+  return launchOf(script).env;
 }
 
 export function run(script: string, args: string[], env: NodeJS.ProcessEnv = {}, opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [...nodeFlagsOf(script), script, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [...nodeFlagsOf(script), script, ...args], { env: { ...process.env, ...nodeEnvOf(script), ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -69,7 +84,7 @@ export async function startDaemon(data: string, opts: { port?: number; env?: Nod
   const info = path.join(data, 'run', 'serve.json');
   fs.rmSync(info, { force: true });
   const proc = spawn(process.execPath, [...nodeFlagsOf(CAIRND), ...(opts.nodeArgs ?? []), CAIRND, 'serve', '--data', data, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...(opts.args ?? [])], {
-    env: { ...process.env, ...(opts.env ?? {}) },
+    env: { ...process.env, ...nodeEnvOf(CAIRND), ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

@@ -30,7 +30,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { CAIRN, CAIRND, nodeFlagsOf, runJson, startDaemon, Daemon } from '../../scripts/lib/procs';
+import { CAIRN, CAIRND, nodeEnvOf, nodeFlagsOf, runJson, startDaemon, Daemon } from '../../scripts/lib/procs';
 import { compareTrees } from '../../scripts/lib/tree';
 import { CORPUS_VERSION, generateCorpus, mutateCorpus, listFiles, ChangeSummary } from './corpus';
 import { GNU_TIME, median, readCpuSeconds, readVmHwm, resetPeakRss, timed, Timed, treeBytes } from './measure';
@@ -335,7 +335,7 @@ class CairnDriver implements ToolDriver {
     this.boxPeakOverall = Math.max(this.boxPeakOverall, readVmHwm(pid));
     const reset = resetPeakRss(pid);
     const cpu0 = readCpuSeconds(pid);
-    const t = must(await timed(process.execPath, [...nodeFlagsOf(CAIRN), ...this.agentNodeArgs, CAIRN, ...args], { env: this.env }), what);
+    const t = must(await timed(process.execPath, [...nodeFlagsOf(CAIRN), ...this.agentNodeArgs, CAIRN, ...args], { env: { ...nodeEnvOf(CAIRN), ...this.env } }), what);
     const boxCpu = readCpuSeconds(pid) - cpu0;
     const boxPeak = readVmHwm(pid);
     this.boxPeakOverall = Math.max(this.boxPeakOverall, boxPeak);
