@@ -55,16 +55,16 @@ interface Pending {
 }
 
 /**
- * Fetches and opens chunks of one snapshot on the main thread: manifests, `ls`, volumes (a file
- * restore's workers fetch their own chunks, see restore-worker.ts). Requests wait in a queue and go out together as
- * one batched fetch (up to MAX_FETCH_IDS ids): restoring many small files then costs one HTTPS
- * request per batch instead of one per chunk (profiled: request overhead on both sides
- * dominated such restores). A full batch leaves at once, a large one at the end of the turn,
- * a small one after COALESCE_MS: small files reach the queue one per turn (each waits for its
- * directory first), and sending every turn's queue made a restore of 1,220 files cost 1,165
- * requests. With the wait: about 440, and 15-20% less time and agent CPU (2 alternating pairs;
- * no change on the 1 GB bench corpus). An id the box did not answer is fetched alone, which
- * returns the box's own error for it. A box without the batched endpoint gets single GETs.
+ * Fetches and opens chunks of one snapshot on the main thread: manifests, `ls`, volume
+ * restores (a file restore's workers fetch their own chunks, see restore-worker.ts). Requests
+ * wait in a queue and go out together as one batched fetch (up to MAX_FETCH_IDS ids): many
+ * small chunks then cost one HTTPS request per batch instead of one per chunk (profiled:
+ * request overhead on both sides dominated such restores). A full batch leaves at once, a
+ * large one at the end of the turn, a small one after COALESCE_MS: when file restores still
+ * fetched through here, small files reached the queue one per turn, and sending every turn's
+ * queue made a restore of 1,220 files cost 1,165 requests; with the wait about 440, and 15-20%
+ * less time. An id the box did not answer is fetched alone, which returns the box's own error
+ * for it. A box without the batched endpoint gets single GETs.
  */
 export class ChunkFetcher {
   /**
