@@ -88,7 +88,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   let active = 0;
   /** only version 1 (LZ4) chunks decompress into memory V8 does not see (see core/external-memory) */
   const garbage = new ExternalGarbage(32 * 1024 * 1024);
-  /** plaintext is written before the next chunk is opened, so one pair of buffers serves them all */
+  /** plaintext is written before the next chunk is opened, so one scratch buffer serves them all (blobs are decrypted in place) */
   const scratch = new ChunkScratch();
   /**
    * Frame buffers, one per fetch on the wire: every frame of an answer is read into its fetch's
