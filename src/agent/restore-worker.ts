@@ -43,11 +43,13 @@ export type RestoreWorkerReply =
   | { type: 'failed'; file: number; code?: string; message: string };
 
 /**
- * Batched fetches on the wire per worker. With two workers, two fetches keep the box busy; two
- * per worker were no faster (2 alternating pairs, 1 GB) and cost RSS and box CPU. Files that
- * arrive while a fetch is on the wire wait for it, so their chunks go out together.
+ * Batched fetches on the wire per worker: while the worker handles one answer, the box reads
+ * and sends the next. 1 GB restore, 3 alternating pairs: two took 9.1-9.2 s against 10.0-10.7 s
+ * with one (agent peak +8-12 MB: a frame buffer per fetch); three were no faster than two (2
+ * pairs) and cairnd's peak rose to 180-190 MB. Files that arrive while the fetches are on the
+ * wire wait for one to finish, so their chunks go out together.
  */
-const MAX_ACTIVE = 1;
+const MAX_ACTIVE = 2;
 const MAX_FRAME = CHUNK_ID_BYTES + MAX_CHUNK_BLOB;
 
 type FileJob = Extract<RestoreWorkerRequest, { type: 'file' }>;
