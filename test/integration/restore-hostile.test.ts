@@ -26,6 +26,8 @@ class Mitm {
   fetches = 0;
   /** single GETs of file data (the manifest's chunks not counted) */
   gets = 0;
+  /** the request body of the largest fetch answer seen */
+  biggest = { ids: Buffer.alloc(0), answer: 0 };
   private readonly server: https.Server;
 
   constructor(
@@ -83,6 +85,7 @@ class Mitm {
       return;
     }
     const up = await this.forward(req, body);
+    if (isFetch && up.body.length > this.biggest.answer) this.biggest = { ids: body, answer: up.body.length };
     let out = up.body;
     if (touch && up.status === 200) {
       let frames = decodeUploadBatch(up.body);
@@ -172,6 +175,33 @@ describe('integration: restore from a misbehaving box', function () {
     expect(r.failed).to.equal(0);
     expect(mitm.fetches).to.be.at.least(1);
     expect(mitm.gets).to.equal(0);
+  });
+
+  it('keeps serving when a client stops reading a fetch answer and goes away', async () => {
+    expect(mitm.biggest.answer, 'a fetch answer larger than the socket buffers').to.be.greaterThan(2 * 1024 * 1024);
+    const cfg = h.agentConfig();
+    for (let round = 0; round < 3; round++) {
+      await new Promise<void>((resolve) => {
+        const req = https.request(
+          {
+            host: '127.0.0.1', port: h.daemon!.port, method: 'POST', path: `/v1/snapshots/${snap.id}/chunks/fetch`, rejectUnauthorized: false,
+            headers: { authorization: `Bearer ${cfg.agent.credential}`, 'content-type': 'application/octet-stream', 'content-length': mitm.biggest.ids.length },
+          },
+          (res) => {
+            expect(res.statusCode).to.equal(200);
+            res.pause(); // read nothing: the box's writes back up
+            setTimeout(() => {
+              req.destroy();
+              resolve();
+            }, 300);
+          },
+        );
+        req.on('error', () => undefined);
+        req.end(mitm.biggest.ids);
+      });
+    }
+    const { r } = await restoreIn('pass');
+    expect(r.failed).to.equal(0);
   });
 
   it('falls back to one GET per chunk on a box without the batched endpoint', async () => {
