@@ -4,6 +4,8 @@ import { X509Certificate } from 'node:crypto';
 import { CairnError, CairnErrorCode, errnoCode, errorMessage } from '../core/errors';
 import { constantTimeEqual } from '../core/keys';
 import { spkiPin } from '../core/pairing-token';
+import { CHUNK_ID_BYTES } from '../core/chunk-id';
+import { FetchAnswerReader } from '../core/api';
 
 /**
  * HTTPS client pinned to one box. The box's self-signed certificate is the only trust
@@ -156,6 +158,31 @@ export class BoxClient {
       for (const p of parts) req.write(p);
       req.end(); // end() uncorks
     });
+  }
+
+  /**
+   * Batched chunk fetch of one snapshot (POST /v1/snapshots/ID/chunks/fetch). Each frame is
+   * checked to answer the next id asked for and handed to `onFrame(i, blob)` as soon as it is
+   * complete; an empty blob means the box did not answer that id (ask for it alone to learn
+   * why). Resolves with how many ids were answered (fewer when the box cut the answer short:
+   * ask again for the rest), or 'unsupported' from an older box without the endpoint. On an
+   * error, the ids from the last one handed over on were not.
+   * @param alloc where frame buffers come from (see FetchAnswerReader)
+   */
+  async fetchChunks(snapshot: string, ids: Buffer[], onFrame: (i: number, blob: Buffer) => void, alloc?: (n: number) => Buffer): Promise<number | 'unsupported'> {
+    let i = 0;
+    const reader = new FetchAnswerReader(ids.length, alloc, (frame) => {
+      if (!frame.subarray(0, CHUNK_ID_BYTES).equals(ids[i])) throw new CairnError('CAIRN_BOX_ERROR', 'the box answered a batched chunk fetch out of order');
+      onFrame(i++, frame.subarray(CHUNK_ID_BYTES));
+    });
+    try {
+      await this.call('POST', `/v1/snapshots/${snapshot}/chunks/fetch`, Buffer.concat(ids), { sink: (piece) => reader.push(piece) });
+    } catch (err) {
+      if (i === 0 && (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD'))) return 'unsupported';
+      throw err;
+    }
+    reader.end();
+    return i;
   }
 
   /** Throws the box's error (its code when known) unless the status is 2xx. */

@@ -3,7 +3,7 @@ import { parentPort } from 'node:worker_threads';
 import { ChunkScratch, FLAG_LZ4, MAX_CHUNK_BLOB, openChunk } from '../core/chunk-codec';
 import { CHUNK_ID_BYTES } from '../core/chunk-id';
 import { CHUNK_REF_BYTES } from '../core/manifest';
-import { FETCH_ANSWER_BYTES, FetchAnswerReader, MAX_FETCH_IDS } from '../core/api';
+import { FETCH_ANSWER_BYTES, MAX_FETCH_IDS } from '../core/api';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage, CairnError } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
@@ -52,10 +52,10 @@ export type RestoreWorkerReply =
 const MAX_ACTIVE = 2;
 const MAX_FRAME = CHUNK_ID_BYTES + MAX_CHUNK_BLOB;
 
-type FileJob = Extract<RestoreWorkerRequest, { type: 'file' }>;
+type FileRequest = Extract<RestoreWorkerRequest, { type: 'file' }>;
 
 interface FileState {
-  job: FileJob;
+  job: FileRequest;
   abs: Buffer;
   refs: Buffer;
   /** index of the next ref to ask for */
@@ -80,7 +80,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   let keys: DataKeys | undefined;
   let isRoot = false;
   let client: BoxClient | undefined;
-  let chunkPath = '';
+  let snapshot = '';
   let batched = true;
   /** files with refs not yet asked for, oldest first (a failed one is dropped when reached) */
   const queue: FileState[] = [];
@@ -268,7 +268,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   const alone = (it: Item): void => {
     active++;
     client!
-      .call('GET', `${chunkPath}/${it.id.toString('hex')}`)
+      .call('GET', `/v1/snapshots/${snapshot}/chunks/${it.id.toString('hex')}`)
       .then(
         (blob) => deliver(it, blob),
         (err: unknown) => dropped(it, err),
@@ -280,32 +280,30 @@ function run(port: NonNullable<typeof parentPort>): void {
   };
 
   const fetchBatch = async (items: Item[]): Promise<void> => {
-    let i = 0;
+    let handed = 0;
     const buf = frameBufs.pop() ?? Buffer.allocUnsafeSlow(MAX_FRAME);
-    const frameAlloc = (n: number): Buffer => buf.subarray(0, n); // n <= MAX_FRAME: FetchAnswerReader refuses larger frames
-    const reader = new FetchAnswerReader(items.length, frameAlloc, (frame) => {
-      const it = items[i];
-      if (!frame.subarray(0, CHUNK_ID_BYTES).equals(it.id)) throw new CairnError('CAIRN_BOX_ERROR', 'the box answered a batched chunk fetch out of order');
-      i++; // from here on the item is settled by alone() or deliver(); on an error, items from i on are dropped
-      if (frame.length === CHUNK_ID_BYTES) alone(it);
-      else deliver(it, frame.subarray(CHUNK_ID_BYTES));
-    });
     try {
-      await client!.call('POST', `${chunkPath}/fetch`, Buffer.concat(items.map((it) => it.id)), { sink: (piece) => reader.push(piece) });
-      reader.end();
-    } catch (err) {
-      if (i === 0 && (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD'))) {
+      const answered = await client!.fetchChunks(
+        snapshot,
+        items.map((it) => it.id),
+        (i, blob) => {
+          handed = i + 1;
+          if (blob.length === 0) alone(items[i]);
+          else deliver(items[i], blob);
+        },
+        (n) => buf.subarray(0, n), // n <= MAX_FRAME: FetchAnswerReader refuses larger frames
+      );
+      if (answered === 'unsupported') {
         batched = false; // an older box
         redo = items.concat(redo);
-        return;
+      } else if (answered < items.length) {
+        redo = items.slice(answered).concat(redo); // the answer stopped early (size cap): ask again
       }
-      for (; i < items.length; i++) dropped(items[i], err);
-      return;
+    } catch (err) {
+      for (let i = handed; i < items.length; i++) dropped(items[i], err);
     } finally {
       frameBufs.push(buf);
     }
-    // The answer stopped early (size cap): ask again for the rest.
-    if (i < items.length) redo = items.slice(i).concat(redo);
   };
 
   port.on('message', (batch: RestoreWorkerRequest[]) => {
@@ -314,7 +312,7 @@ function run(port: NonNullable<typeof parentPort>): void {
         keys = dataKeysFromJson(m.keys);
         isRoot = m.isRoot;
         client = BoxClient.fromSpec(m.box, { maxSockets: MAX_ACTIVE });
-        chunkPath = `/v1/snapshots/${m.snapshot}/chunks`;
+        snapshot = m.snapshot;
       } else {
         const f: FileState = { job: m, abs: Buffer.from(m.abs, 'latin1'), refs: Buffer.from(m.refs, 'latin1'), next: 0, offset: 0, pending: 0, opened: false, failed: false };
         if (f.refs.length % CHUNK_REF_BYTES !== 0) fail(f, new CairnError('CAIRN_RESTORE_FAILED', 'the manifest entry\'s chunk list is cut short'));

@@ -2,10 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CairnError, errnoCode, errorMessage } from '../core/errors';
 import { openChunk } from '../core/chunk-codec';
-import { CHUNK_ID_BYTES } from '../core/chunk-id';
 import { ManifestEntry, ManifestHeader, readManifest } from '../core/manifest';
 import { DataKeys } from '../core/keys';
-import { FetchAnswerReader, MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
+import { MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
 import { Semaphore } from '../core/semaphore';
 import { RestorePool } from './restore-pool';
@@ -118,46 +117,34 @@ export class ChunkFetcher {
       this.getOne(p.id).then(p.resolve, p.reject);
     };
     if (batch.length === 1) return alone(batch[0]);
-    let frames: Buffer[];
+    let handed = 0;
+    let answered: number | 'unsupported';
     try {
-      const reader = new FetchAnswerReader(batch.length);
-      await this.client.call('POST', `/v1/snapshots/${this.snapshot}/chunks/fetch`, Buffer.concat(batch.map((p) => p.id)), {
-        sink: (piece) => reader.push(piece),
+      answered = await this.client.fetchChunks(this.snapshot, batch.map((p) => p.id), (i, blob) => {
+        handed = i + 1;
+        const p = batch[i];
+        if (blob.length === 0) return alone(p);
+        try {
+          p.resolve(this.open(p.id, blob));
+        } catch (err) {
+          p.reject(err);
+        }
       });
-      frames = reader.end();
     } catch (err) {
-      if (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD')) {
-        this.batched = false; // an older box
-        batch.forEach(alone);
-        return;
-      }
-      batch.forEach((p) => p.reject(err));
+      for (let i = handed; i < batch.length; i++) batch[i].reject(err);
       return;
     }
-    for (let i = 0; i < batch.length; i++) {
-      const p = batch[i];
-      const f = frames[i];
-      if (!f) {
-        // The answer stopped early (size cap): ask again.
-        this.queue.push(p);
-        if (!this.scheduled) {
-          this.scheduled = true;
-          setImmediate(() => this.flush());
-        }
-        continue;
-      }
-      if (!f.subarray(0, CHUNK_ID_BYTES).equals(p.id)) {
-        p.reject(new CairnError('CAIRN_BOX_ERROR', 'the box answered a batched chunk fetch out of order'));
-        continue;
-      }
-      if (f.length === CHUNK_ID_BYTES) {
-        alone(p);
-        continue;
-      }
-      try {
-        p.resolve(this.open(p.id, f.subarray(CHUNK_ID_BYTES)));
-      } catch (err) {
-        p.reject(err);
+    if (answered === 'unsupported') {
+      this.batched = false; // an older box
+      batch.forEach(alone);
+      return;
+    }
+    if (answered < batch.length) {
+      // The answer stopped early (size cap): ask again for the rest.
+      this.queue.push(...batch.slice(answered));
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
       }
     }
   }
