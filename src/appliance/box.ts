@@ -9,7 +9,7 @@ import { JobRunner } from './jobs/runner';
 import { applyRetention } from './jobs/retention';
 import { quarantine } from './jobs/verify';
 import { Logger, silentLogger } from '../core/log';
-import { CairnError } from '../core/errors';
+import { CairnError, errorMessage } from '../core/errors';
 import { createHardware, Hardware, HwProfile } from '../hw';
 import { writeFileDurable } from './store/durable';
 import type { StoreSpace } from './store/space';
@@ -66,7 +66,7 @@ export class Box implements StoreSpace {
   /** A secondary's namespaces, one per primary it serves. */
   get peers(): PeerSpaces {
     if (this.identity.role !== 'secondary') throw new CairnError('CAIRN_ROLE_MISMATCH', 'only a secondary box holds other boxes\' data');
-    this.peerSpaces ??= new PeerSpaces(this.dir.root, this.catalog);
+    this.peerSpaces ??= new PeerSpaces(this.dir.root, this.catalog, (err, chunks) => this.log.error('upload.write_failed', { chunks, err: errorMessage(err) }));
     return this.peerSpaces;
   }
 
@@ -80,6 +80,7 @@ export class Box implements StoreSpace {
       const bad = await quarantine(this, id, reason);
       this.log.error('check.quarantined', { chunk: bad.id, reason, snapshots: bad.snapshots.map((x) => x.id) });
     };
+    this.store.onWriteBehindError = (err, chunks) => this.log.error('upload.write_failed', { chunks, err: errorMessage(err) });
     const catalogRef = catalog;
     this.store.afterCommit = (info) => {
       const src = catalogRef.listSources({ agentId: info.agent, source: info.source })[0];
@@ -106,6 +107,12 @@ export class Box implements StoreSpace {
     const dir = new DataDir(root);
     const identity = loadIdentity(dir);
     return new Box(dir, identity, new Catalog(dir.catalog));
+  }
+
+  /** Waits for uploads written behind (ChunkStore.writeBehind), here and in a secondary's namespaces. */
+  async settleWrites(): Promise<void> {
+    await this.store.settle();
+    for (const s of this.peerSpaces?.opened() ?? []) await s.store.settle();
   }
 
   close(): void {

@@ -120,6 +120,8 @@ export class ApiServer {
       this.server.closeIdleConnections();
       setTimeout(() => this.server.closeAllConnections(), 2000).unref();
     });
+    // Uploads answered before they were recorded finish before the catalog can be closed.
+    await this.opts.box.settleWrites();
   }
 
   private async dispatch(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -289,7 +291,8 @@ export class ApiServer {
     if (agent) ctx.space.store.touchSession(agent.id, this.now());
     const body = await readBody(req, MAX_UPLOAD_BATCH_BYTES + MAX_CHUNK_BLOB + 1024);
     const items = decodeUploadBatch(body);
-    const r = await ctx.space.store.putBatch(items, { owner: agent?.id });
+    // Answered once written; fsynced and recorded behind (ChunkStore.writeBehind), before any commit.
+    const r = await ctx.space.store.putBatch(items, { owner: agent?.id, writeBehind: agent !== undefined });
     sendJson(res, 200, r);
   }
 

@@ -48,7 +48,12 @@ export class PeerSpace implements StoreSpace {
 export class PeerSpaces {
   private readonly open = new Map<string, PeerSpace>();
 
-  constructor(private readonly root: string, private readonly registry: Catalog) {}
+  constructor(
+    private readonly root: string,
+    private readonly registry: Catalog,
+    /** told when an agent's upload written behind fails (ChunkStore.onWriteBehindError) */
+    private readonly onWriteBehindError?: (err: unknown, chunks: number) => void,
+  ) {}
 
   dirOf(primaryId: string): string {
     if (!/^[0-9a-f]{16}$/.test(primaryId)) throw new CairnError('CAIRN_API_BAD_REQUEST', 'a primary box id is 16 lowercase hex characters');
@@ -62,8 +67,14 @@ export class PeerSpaces {
     if (!this.registry.getPeer(primaryId)) throw new CairnError('CAIRN_SECONDARY_NOT_LINKED', 'this secondary serves no primary box with that id');
     s = new PeerSpace(primaryId, this.dirOf(primaryId));
     s.blobs.cleanTmp();
+    s.store.onWriteBehindError = this.onWriteBehindError;
     this.open.set(primaryId, s);
     return s;
+  }
+
+  /** The namespaces opened so far. */
+  opened(): PeerSpace[] {
+    return [...this.open.values()];
   }
 
   all(): PeerSpace[] {

@@ -63,8 +63,11 @@ export class LocalBlobStore implements BlobStore {
     return path.join(this.packsDir, `${name}.pack`);
   }
 
-  /** Writes blobs into one new pack file under tmp/ and fsyncs it. Nothing is visible yet. */
-  async stagePack(items: { id: Buffer; blob: Buffer }[]): Promise<StagedPack> {
+  /**
+   * Writes blobs into one new pack file under tmp/ and fsyncs it (unless `sync` is false: then
+   * the caller fsyncs it with syncStaged before publishing). Nothing is visible yet.
+   */
+  async stagePack(items: { id: Buffer; blob: Buffer }[], sync = true): Promise<StagedPack> {
     const name = randomBytes(12).toString('hex');
     const tmp = path.join(this.tmpDir, `pack-${name}`);
     const entries: StagedPack['entries'] = [];
@@ -84,7 +87,7 @@ export class LocalBlobStore implements BlobStore {
     try {
       fh = await fs.promises.open(tmp, 'wx', 0o600);
       await fh.writev([...items.map((it) => it.blob), index]);
-      await fh.sync();
+      if (sync) await fh.sync();
       return { name, tmp, entries };
     } catch (err) {
       await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
@@ -198,14 +201,17 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
-  /** Phase 1 of a put: the bytes are written under tmp/ and fsynced. Nothing is visible yet. */
-  async stage(id: Buffer, data: Uint8Array): Promise<StagedBlob> {
+  /**
+   * Phase 1 of a put: the bytes are written under tmp/ and fsynced (unless `sync` is false: then
+   * the caller fsyncs them with syncStaged before publishing). Nothing is visible yet.
+   */
+  async stage(id: Buffer, data: Uint8Array, sync = true): Promise<StagedBlob> {
     const tmp = path.join(this.tmpDir, `${id.toString('hex').slice(0, 16)}.${randomBytes(6).toString('hex')}`);
     let fh: fs.promises.FileHandle | undefined;
     try {
       fh = await fs.promises.open(tmp, 'wx', 0o600);
       await fh.writeFile(data);
-      await fh.sync();
+      if (sync) await fh.sync();
       return { id, tmp };
     } catch (err) {
       await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
@@ -242,6 +248,24 @@ export class LocalBlobStore implements BlobStore {
       // Concurrent fsyncs share journal commits (group commit), so they go together.
       await Promise.all([...dirs].map((d) => fsyncDirAsync(d)));
       return out;
+    } catch (err) {
+      throw ioError('storing chunks', err);
+    }
+  }
+
+  /** fsyncs files staged with `sync` false, all at once (concurrent fsyncs share journal commits). */
+  async syncStaged(tmps: string[]): Promise<void> {
+    try {
+      await Promise.all(
+        tmps.map(async (tmp) => {
+          const fh = await fs.promises.open(tmp, 'r');
+          try {
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+        }),
+      );
     } catch (err) {
       throw ioError('storing chunks', err);
     }

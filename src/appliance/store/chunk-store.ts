@@ -52,6 +52,16 @@ export class ChunkStore {
   /** Backup sessions in progress: agent id -> when it started and when it was last heard. */
   private readonly sessions = new Map<string, { start: number; last: number }>();
   static readonly SESSION_IDLE_MS = 15 * 60 * 1000;
+  /** How many bytes of uploads may be written but not yet recorded (see writeBehind). */
+  static WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
+  /** Ids written behind and not yet recorded -> the uploading agent. */
+  private readonly behind = new Map<string, string | undefined>();
+  private behindBytes = 0;
+  private behindFailed = 0;
+  private readonly tasks = new Set<Promise<void>>();
+  private roomWaiters: (() => void)[] = [];
+  /** Told when a write behind fails: its chunks have no rows, so the next commit that needs them is refused as incomplete. */
+  onWriteBehindError: ((err: unknown, chunks: number) => void) | undefined;
 
   /**
    * An agent asking about or uploading chunks is in a backup session until it commits (or is
@@ -101,7 +111,17 @@ export class ChunkStore {
    * checked yet are checked first; bad ones are quarantined and reported missing.
    */
   async missing(ids: Buffer[], asker: string | null = null): Promise<Buffer[]> {
+    if (this.behind.size) {
+      // A chunk written behind counts as stored for its uploader; anyone else waits for its row.
+      let foreign = false;
+      for (const id of ids) {
+        const owner = this.behind.get(id.toString('hex'));
+        if (owner !== undefined && owner !== asker) foreign = true;
+      }
+      if (foreign) await this.settle();
+    }
     const r = this.catalog.missingOrUnchecked(ids, asker);
+    if (this.behind.size) r.missing = r.missing.filter((id) => !this.behind.has(id.toString('hex')));
     if (this.keys && r.unchecked.length) r.missing.push(...(await this.check(r.unchecked)));
     return r.missing;
   }
@@ -158,8 +178,12 @@ export class ChunkStore {
   /**
    * Verifies every blob of a batch first (a single bad frame rejects the batch and stores
    * nothing), then stores each durably, then records them in one catalog transaction.
+   *
+   * With `writeBehind` (an agent's upload during a backup) it returns once the new blobs are
+   * written under tmp/, and fsyncs, publishes and records them in the background (see
+   * writeBehind below). Otherwise they are durable and recorded on return.
    */
-  async putBatch(items: { id: Buffer; blob: Buffer }[], opts: { owner?: string } = {}): Promise<{ stored: number; existed: number }> {
+  async putBatch(items: { id: Buffer; blob: Buffer }[], opts: { owner?: string; writeBehind?: boolean } = {}): Promise<{ stored: number; existed: number }> {
     // An agent's upload is checked on sharing (see above); anything else is checked now.
     const owner = this.keys && opts.owner ? opts.owner : undefined;
     for (const it of items) {
@@ -167,60 +191,136 @@ export class ChunkStore {
       parseChunkHeader(it.blob);
       if (this.keys && !owner) openChunk(this.keys, it.id, it.blob, checkScratch);
     }
+    if (opts.writeBehind) await this.roomBehind();
     let existed = 0;
     const fresh: { id: Buffer; blob: Buffer }[] = [];
     const seen = new Set<string>();
     for (const it of items) {
       const hex = it.id.toString('hex');
-      if (seen.has(hex) || this.catalog.hasChunk(it.id)) existed++;
+      if (seen.has(hex) || this.behind.has(hex) || this.catalog.hasChunk(it.id)) existed++;
       else {
         seen.add(hex);
-        fresh.push(it);
+        // Written behind, the id outlives the request: copied, so it does not hold the whole body.
+        fresh.push(opts.writeBehind ? { id: Buffer.from(it.id), blob: it.blob } : it);
       }
     }
-    // Write and fsync outside the lock (the slow part), then publish and record under it, so GC
+    // Write (and fsync) outside the lock (the slow part), then publish and record under it, so GC
     // never deletes a file between our link and our row. Small blobs go into one pack file.
     const small = fresh.filter((f) => f.blob.length < PACK_MAX_BLOB);
     const packed = small.length >= 2 ? small : [];
     const loose = packed.length ? fresh.filter((f) => f.blob.length >= PACK_MAX_BLOB) : fresh;
+    const sync = !opts.writeBehind;
     const staged: StagedBlob[] = [];
     let pack: StagedPack | undefined;
+    const cleanup = async (): Promise<void> => {
+      await this.blobs.discard(staged);
+      if (pack) await fs.promises.rm(pack.tmp, { force: true }).catch(() => undefined);
+    };
     try {
       const queue = loose.slice();
       let failedWrite = false;
       const worker = async (): Promise<void> => {
         try {
-          for (let it = queue.shift(); it && !failedWrite; it = queue.shift()) staged.push(await this.blobs.stage(it.id, it.blob));
+          for (let it = queue.shift(); it && !failedWrite; it = queue.shift()) staged.push(await this.blobs.stage(it.id, it.blob, sync));
         } catch (err) {
           failedWrite = true;
           throw err;
         }
       };
-      const packing = packed.length ? this.blobs.stagePack(packed).then((p) => (pack = p)) : undefined;
+      const packing = packed.length ? this.blobs.stagePack(packed, sync).then((p) => (pack = p)) : undefined;
       // Every write settles before a failure is thrown, so the cleanup below sees all of them
       // (with Promise.all, a write still running when another failed left its temp file behind).
       const settled = await Promise.allSettled([...Array.from({ length: Math.min(8, loose.length) }, worker), packing]);
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
-      const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
-      // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
-      const sums = this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()]));
-      return await this.commitLock.run(async () => {
-        const todo = staged.filter((st) => !this.catalog.hasChunk(st.id));
-        const packTodo = pack ? pack.entries.filter((e) => !this.catalog.hasChunk(e.id)) : [];
-        existed += staged.length - todo.length + (pack ? pack.entries.length - packTodo.length : 0);
-        await this.blobs.publish(todo, true);
-        if (pack && packTodo.length) await this.blobs.publishPack(pack);
-        this.catalog.addChunks([
-          ...todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')), owner })),
-          ...packTodo.map((e) => ({ id: e.id, size: e.size, sha256: sums?.get(e.id.toString('hex')), pack: pack!.name, offset: e.offset, owner })),
-        ]);
-        return { stored: todo.length + packTodo.length, existed };
-      });
-    } finally {
-      await this.blobs.discard(staged);
-      if (pack) await fs.promises.rm(pack.tmp, { force: true }).catch(() => undefined);
+    } catch (err) {
+      await cleanup();
+      throw err;
     }
+    const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
+    // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
+    const sums = this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()]));
+    const record = async (): Promise<number> => {
+      try {
+        if (!sync) await this.blobs.syncStaged([...staged.map((st) => st.tmp), ...(pack ? [pack.tmp] : [])]);
+        return await this.commitLock.run(async () => {
+          const todo = staged.filter((st) => !this.catalog.hasChunk(st.id));
+          const packTodo = pack ? pack.entries.filter((e) => !this.catalog.hasChunk(e.id)) : [];
+          existed += staged.length - todo.length + (pack ? pack.entries.length - packTodo.length : 0);
+          await this.blobs.publish(todo, true);
+          if (pack && packTodo.length) await this.blobs.publishPack(pack);
+          this.catalog.addChunks([
+            ...todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')), owner })),
+            ...packTodo.map((e) => ({ id: e.id, size: e.size, sha256: sums?.get(e.id.toString('hex')), pack: pack!.name, offset: e.offset, owner })),
+          ]);
+          return todo.length + packTodo.length;
+        });
+      } finally {
+        await cleanup();
+      }
+    };
+    if (sync) {
+      const stored = await record();
+      return { stored, existed };
+    }
+    this.writeBehind(fresh, owner, record);
+    return { stored: fresh.length, existed };
+  }
+
+  /**
+   * Write-behind (an agent's uploads). Profiled: each backup worker of an agent waited about a
+   * quarter of a first backup for its uploads to be answered, and the answer waited for the
+   * fsyncs of the upload's files and directories; answered once the blobs are written, a 1 GB
+   * first backup took 8.0-8.8 s instead of 10.6-12.3 s (2 alternating pairs, no fsync at all).
+   *
+   * Why no durability is lost: a chunk row is still written only after its blob is fsynced and
+   * linked into place (the catalog invariant is unchanged), and nothing but the uploading
+   * session relies on a chunk before its row exists:
+   * - until then its id is in `behind`: another upload of it counts as existing, and `missing`
+   *   does not report it missing to its uploader (another agent asking waits for it first, so
+   *   that agent's answer still comes from a checked row);
+   * - every snapshot commit first waits for all writes behind (settle), then checks that every
+   *   referenced id has a row, as before: a write that failed leaves no row, so the commit is
+   *   refused as incomplete and the agent uploads again;
+   * - after a crash, unpublished blobs are only files under tmp/, removed at start-up; their
+   *   rows never existed, so the agent's next commit finds them missing and it uploads again
+   *   (an agent records nothing in its files cache before a commit).
+   * At most WRITE_BEHIND_BYTES are behind at once: an upload beyond that waits (roomBehind).
+   */
+  private writeBehind(fresh: { id: Buffer; blob: Buffer }[], owner: string | undefined, record: () => Promise<number>): void {
+    if (fresh.length === 0) return;
+    const hexes = fresh.map((f) => f.id.toString('hex'));
+    let bytes = 0;
+    for (const f of fresh) bytes += f.blob.length;
+    for (const h of hexes) this.behind.set(h, owner);
+    this.behindBytes += bytes;
+    const task: Promise<void> = record().then(
+      () => undefined,
+      (err: unknown) => {
+        this.behindFailed += hexes.length;
+        this.onWriteBehindError?.(err, hexes.length);
+      },
+    ).finally(() => {
+      for (const h of hexes) this.behind.delete(h);
+      this.behindBytes -= bytes;
+      this.tasks.delete(task);
+      for (const w of this.roomWaiters.splice(0)) w();
+    });
+    this.tasks.add(task);
+  }
+
+  private async roomBehind(): Promise<void> {
+    while (this.behindBytes >= ChunkStore.WRITE_BEHIND_BYTES) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /** Waits until every write behind that has started is published and recorded (or has failed). */
+  async settle(): Promise<void> {
+    await Promise.all([...this.tasks]);
+  }
+
+  /** Figures of the write-behind (tests, status). */
+  behindFigures(): { ids: number; bytes: number; failed: number } {
+    return { ids: this.behind.size, bytes: this.behindBytes, failed: this.behindFailed };
   }
 
   /** A stored blob, from its own file or from its pack. */
@@ -304,6 +404,7 @@ export class ChunkStore {
 
   /** Commits a snapshot. `refs` must be sorted and unique. */
   async commitSnapshot(c: SnapshotCommitInput): Promise<SnapshotInfo> {
+    await this.settle();
     await this.checkForeignRefs(c.refs, c.agentId);
     return this.commitLock.run(() => this.commitLocked(c));
   }
@@ -313,6 +414,7 @@ export class ChunkStore {
    * time. Idempotent: a snapshot already present is returned as is.
    */
   async importSnapshot(c: SnapshotCommitInput & { id: string; createdAt: number }): Promise<SnapshotInfo> {
+    await this.settle();
     await this.checkForeignRefs(c.refs, c.agentId);
     return this.commitLock.run(async () => this.catalog.getSnapshot(c.id) ?? this.commitLocked(c));
   }
