@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=48
 // The flag above caps V8's young generation (see src/agent/main.ts); systemd/cairnd.service
 // passes the same flag. Test and bench launchers read it from this line.
 // Many chunk writes wait on fsync at once; more libuv threads let their journal commits group.

@@ -10,7 +10,7 @@ describe('launch flags (shebang, launchers, systemd)', () => {
   it('the agent and cairnd carry their V8 flags (and the agent its malloc setting) on the shebang, and launchers read them from there', () => {
     const expected: [string, Record<string, string>, string[]][] = [
       [CAIRN, { MALLOC_ARENA_MAX: '2' }, ['--max-semi-space-size=1', '--heap-growing-percent=50']],
-      [CAIRND, {}, ['--max-semi-space-size=1']],
+      [CAIRND, {}, ['--max-semi-space-size=1', '--initial-old-space-size=48']],
     ];
     for (const [script, env, flags] of expected) {
       const assigns = Object.entries(env).map(([k, v]) => `${k}=${v} `).join('');
@@ -60,6 +60,6 @@ describe('launch flags (shebang, launchers, systemd)', () => {
       fs.rmSync(probe, { force: true });
     }
     const unit = fs.readFileSync(path.join(REPO, 'systemd', 'cairnd.service'), 'utf8');
-    expect(unit).to.match(/^ExecStart=\S+node --max-semi-space-size=1 \S+appliance\/main\.js serve/m);
+    expect(unit).to.match(/^ExecStart=\S+node --max-semi-space-size=1 --initial-old-space-size=48 \S+appliance\/main\.js serve/m);
   });
 });
