@@ -182,9 +182,16 @@ class TargetTree {
     return Buffer.concat([Buffer.from(this.root), Buffer.from('/'), rel]);
   }
 
-  /** Makes sure every directory from the root down to `rel` is a real directory (created 0700 when absent). */
-  async ensureDir(rel: Buffer): Promise<void> {
+  /**
+   * Makes sure every directory from the root down to `rel` is a real directory (created 0700
+   * when absent). Synchronous calls: one directory costs a few of them, and a thread-pool hop
+   * each cost more than the call (as in the backup's scan). Under a directory this restore
+   * created nothing else can be, so mkdir goes first there; anywhere else lstat goes first.
+   * Whichever way, an entry that was there already is lstat'ed and must be a real directory.
+   */
+  ensureDir(rel: Buffer): void {
     let i = 0;
+    let parentFresh = this.fresh.has('');
     while (i <= rel.length) {
       let j = rel.indexOf(0x2f, i);
       if (j < 0) j = rel.length;
@@ -193,24 +200,27 @@ class TargetTree {
       if (!this.verified.has(key)) {
         const abs = this.abs(prefix);
         let st: fs.Stats | undefined;
-        try {
-          st = await fs.promises.lstat(abs);
-        } catch (err) {
-          if (errnoCode(err) !== 'ENOENT') throw err;
+        if (!parentFresh) {
+          try {
+            st = fs.lstatSync(abs);
+          } catch (err) {
+            if (errnoCode(err) !== 'ENOENT') throw err;
+          }
         }
         if (!st) {
           try {
-            await fs.promises.mkdir(abs, { mode: 0o700 });
+            fs.mkdirSync(abs, { mode: 0o700 });
             this.fresh.add(key);
           } catch (err) {
             if (errnoCode(err) !== 'EEXIST') throw err;
-            if (!(await fs.promises.lstat(abs)).isDirectory()) throw unsafe(prefix);
+            if (!fs.lstatSync(abs).isDirectory()) throw unsafe(prefix);
           }
         } else if (!st.isDirectory()) {
           throw unsafe(prefix);
         }
         this.verified.add(key);
       }
+      parentFresh = this.fresh.has(key);
       i = j + 1;
     }
   }
@@ -221,9 +231,9 @@ class TargetTree {
     return this.fresh.has(k < 0 ? '' : rel.subarray(0, k).toString('latin1'));
   }
 
-  async ensureParent(rel: Buffer): Promise<void> {
+  ensureParent(rel: Buffer): void {
     const k = rel.lastIndexOf(0x2f);
-    if (k > 0) await this.ensureDir(rel.subarray(0, k));
+    if (k > 0) this.ensureDir(rel.subarray(0, k));
   }
 
   /** Removes an existing non-directory at rel (a symlink there is removed, never followed). */
@@ -301,7 +311,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
     try {
       let clear = false;
       if (!verifyOnly) {
-        await tree.ensureParent(e.path);
+        tree.ensureParent(e.path);
         clear = !tree.parentIsFresh(e.path);
       }
       const slash = e.path.lastIndexOf(0x2f);
@@ -327,12 +337,12 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
       if (!matchesSubpath(e.path, sub)) continue;
       try {
         if (e.type === 'dir') {
-          if (!verifyOnly) await tree.ensureDir(e.path);
+          if (!verifyOnly) tree.ensureDir(e.path);
           dirs.push(e);
           r.dirs++;
         } else if (e.type === 'symlink') {
           if (!verifyOnly) {
-            await tree.ensureParent(e.path);
+            tree.ensureParent(e.path);
             await tree.clear(e.path);
             const abs = tree.abs(e.path);
             await fs.promises.symlink(e.target!, abs);
@@ -341,7 +351,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
           }
           r.symlinks++;
         } else if (e.type === 'hardlink' && !verifyOnly && linkTargets.has(e.target!.toString('latin1')) && (await linkTargets.get(e.target!.toString('latin1')))) {
-          await tree.ensureParent(e.path);
+          tree.ensureParent(e.path);
           await tree.clear(e.path);
           await fs.promises.link(tree.abs(e.target!), tree.abs(e.path));
           r.hardlinks++;
@@ -367,9 +377,16 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
         const d = dirs[i];
         const abs = tree.abs(d.path);
         try {
-          if (isRoot) await fs.promises.lchown(abs, d.uid, d.gid).catch(() => undefined);
-          await fs.promises.chmod(abs, d.mode);
-          await fs.promises.utimes(abs, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
+          // Synchronous, as in ensureDir: a thread-pool hop per call cost more than the call.
+          if (isRoot) {
+            try {
+              fs.lchownSync(abs, d.uid, d.gid);
+            } catch {
+              /* an id this system cannot take: the mode and times still apply */
+            }
+          }
+          fs.chmodSync(abs, d.mode);
+          fs.utimesSync(abs, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
         } catch (err) {
           fail(d, err);
         }
