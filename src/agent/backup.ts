@@ -158,6 +158,22 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
   const stats = { files: 0, dirs: 0, bytes_scanned: 0, bytes_read: 0, skipped: 0 };
   const spool = path.join(home.tmp, `manifest-${process.pid}-${randomBytes(4).toString('hex')}`);
   const manifestFd = fs.openSync(spool, 'wx', 0o600);
+  // Manifest entries are small (about 100 bytes a file): gathered and written 256 KiB at a time
+  // instead of one write call each.
+  const spoolBuf = Buffer.allocUnsafe(256 * 1024);
+  let spoolLen = 0;
+  const writeAll = (b: Buffer, len: number): void => {
+    for (let off = 0; off < len; ) off += fs.writeSync(manifestFd, b, off, len - off);
+  };
+  const flushSpool = (): void => {
+    writeAll(spoolBuf, spoolLen);
+    spoolLen = 0;
+  };
+  const spoolWrite = (b: Buffer): void => {
+    if (spoolLen + b.length > spoolBuf.length) flushSpool();
+    if (b.length > spoolBuf.length) writeAll(b, b.length);
+    else spoolLen += b.copy(spoolBuf, spoolLen);
+  };
   const exclude = new Set([path.resolve(home.root)]);
   const hardlinks = new Map<string, { rel: Buffer; entry: ManifestEntry; ready: Promise<void> }>();
   const queue: { entry: ManifestEntry | null; ready: Promise<void> }[] = [];
@@ -189,14 +205,14 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
     // A first backup looks nothing up (profiled: 21,000 misses cost a quarter of a second).
     const cacheEmpty = !cache.hasAny(source);
     const absent = opts.target && cache.target(source) !== undefined && cache.target(source) !== opts.target ? await absentCachedChunks(client, cache, source) : undefined;
-    fs.writeSync(manifestFd, encodeHeader({ v: 1, kind: 'files', roots, host: opts.host ?? os.hostname(), created: new Date().toISOString() }));
+    spoolWrite(encodeHeader({ v: 1, kind: 'files', roots, host: opts.host ?? os.hostname(), created: new Date().toISOString() }));
 
     const writeHead = async (): Promise<void> => {
       const h = queue.shift()!;
       await h.ready;
       const e = h.entry;
       // A file that could not be read has no chunk list: it is left out (and reported in warnings).
-      if (e && !((e.type === 'file' || e.type === 'hardlink') && !e.chunks)) fs.writeSync(manifestFd, encodeEntry(e));
+      if (e && !((e.type === 'file' || e.type === 'hardlink') && !e.chunks)) spoolWrite(encodeEntry(e));
     };
     const push = async (entry: ManifestEntry | null, ready: Promise<void>): Promise<void> => {
       uploader.check();
@@ -320,6 +336,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
     }
     while (queue.length) await writeHead();
     // Entries that could not be read were flagged while waiting; they are simply not in the manifest.
+    flushSpool();
     fs.fsyncSync(manifestFd);
     fs.closeSync(manifestFd);
 
