@@ -1,6 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=48
-// The flag above caps V8's young generation (see src/agent/main.ts); systemd/cairnd.service
-// passes the same flag. Test and bench launchers read it from this line.
+// The flags above cap V8's young generation (see src/agent/main.ts) and start the old
+// generation at 48 MB (see README, Performance); systemd/cairnd.service passes the same
+// flags. Test and bench launchers read them from this line.
 // Many chunk writes wait on fsync at once; more libuv threads let their journal commits group.
 // Must be set before the first asynchronous fs call.
 process.env.UV_THREADPOOL_SIZE ??= '16';

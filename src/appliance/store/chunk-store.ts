@@ -112,7 +112,8 @@ export class ChunkStore {
    */
   async missing(ids: Buffer[], asker: string | null = null): Promise<Buffer[]> {
     if (this.behind.size) {
-      // A chunk written behind counts as stored for its uploader; anyone else waits for its row.
+      // A chunk written behind counts as stored for its uploader; another agent waits for its
+      // row, which is then checked on sharing (a keyless secondary checks nothing, so no wait).
       let foreign = false;
       for (const id of ids) {
         const owner = this.behind.get(id.toString('hex'));
@@ -318,7 +319,7 @@ export class ChunkStore {
     await Promise.all([...this.tasks]);
   }
 
-  /** Figures of the write-behind (tests, status). */
+  /** Figures of the write-behind (for tests). */
   behindFigures(): { ids: number; bytes: number; failed: number } {
     return { ids: this.behind.size, bytes: this.behindBytes, failed: this.behindFailed };
   }
