@@ -318,6 +318,7 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
       const times = nsToSeconds(e.mtimeNs);
       await pool.restore(
         { abs: verifyOnly ? EMPTY : tree.abs(e.path), refs: e.chunks ?? EMPTY, clear, verifyOnly, mode: e.mode, uid: e.uid, gid: e.gid, atime: times, mtime: times },
+        e.size,
         e.size < SMALL_FILE ? e.path.subarray(0, Math.max(slash, 0)) : undefined,
       );
       r.files++;
