@@ -104,35 +104,54 @@ function invalid(why: string): CairnError {
   return new CairnError('CAIRN_MANIFEST_INVALID', `snapshot manifest is invalid: ${why}`);
 }
 
-/** Pulls exact byte counts out of a stream of buffers of any sizes. */
+/**
+ * Pulls exact byte counts out of a stream of buffers of any sizes. Records that lie wholly in
+ * the buffered bytes are parsed without awaiting (see readRecordSync): the restore's main
+ * thread spent a fifth of its allocations on three awaited reads per record.
+ */
 class ByteReader {
-  private bufs: Buffer[] = [];
-  private have = 0;
+  buf: Buffer = Buffer.alloc(0);
+  pos = 0;
   constructor(private readonly source: AsyncIterator<Buffer>) {}
 
-  async read(n: number): Promise<Buffer | null> {
-    while (this.have < n) {
+  get buffered(): number {
+    return this.buf.length - this.pos;
+  }
+
+  /**
+   * Makes at least n bytes buffered. False at the end of the stream with nothing buffered;
+   * throws when the stream ends inside a record.
+   */
+  async fill(n: number): Promise<boolean> {
+    if (this.buffered >= n) return true;
+    const parts = [this.buf.subarray(this.pos)];
+    let have = parts[0].length;
+    while (have < n) {
       const r = await this.source.next();
       if (r.done) {
-        if (this.have === 0) return null;
+        if (have === 0) return false;
         throw invalid('truncated record');
       }
-      this.bufs.push(r.value);
-      this.have += r.value.length;
+      parts.push(r.value);
+      have += r.value.length;
     }
-    const all = this.bufs.length === 1 ? this.bufs[0] : Buffer.concat(this.bufs);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.bufs = rest.length ? [rest] : [];
-    this.have = rest.length;
+    this.buf = parts.length === 2 && parts[0].length === 0 ? parts[1] : Buffer.concat(parts, have);
+    this.pos = 0;
+    return true;
+  }
+
+  async read(n: number): Promise<Buffer | null> {
+    if (!(await this.fill(n))) return null;
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
     return out;
   }
 }
 
-function asObject(json: Buffer): Record<string, unknown> {
+function asObject(json: string): Record<string, unknown> {
   let o: unknown;
   try {
-    o = JSON.parse(json.toString('utf8'));
+    o = JSON.parse(json);
   } catch {
     throw invalid('record is not JSON');
   }
@@ -146,18 +165,48 @@ function num(o: Record<string, unknown>, k: string): number {
   return v;
 }
 
-async function readRecord(r: ByteReader): Promise<{ json: Record<string, unknown>; chunks: Buffer } | null> {
-  const lenBuf = await r.read(4);
-  if (!lenBuf) return null;
-  const len = lenBuf.readUInt32LE(0);
+interface RawRecord {
+  json: Record<string, unknown>;
+  chunks: Buffer;
+}
+
+/**
+ * The next record when it is wholly buffered, else undefined (nothing consumed). Lengths are
+ * checked as soon as they are buffered, so a bad one is refused before anything waits for
+ * the bytes it claims.
+ */
+function readRecordSync(r: ByteReader): RawRecord | undefined {
+  const { buf, pos } = r;
+  const have = buf.length - pos;
+  if (have < 4) return undefined;
+  const len = buf.readUInt32LE(pos);
   if (len === 0 || len > MAX_JSON) throw invalid(`record length ${len} out of range`);
-  const json = asObject((await r.read(len)) ?? Buffer.alloc(0));
-  const cnt = (await r.read(4))?.readUInt32LE(0);
-  if (cnt === undefined) throw invalid('truncated record');
+  if (have < 8 + len) return undefined;
+  const cnt = buf.readUInt32LE(pos + 4 + len);
   if (cnt > MAX_CHUNKS_PER_ENTRY) throw invalid(`chunk count ${cnt} out of range`);
-  const chunks = cnt > 0 ? Buffer.from((await r.read(cnt * CHUNK_REF_BYTES)) ?? Buffer.alloc(0)) : Buffer.alloc(0);
-  if (chunks.length !== cnt * CHUNK_REF_BYTES) throw invalid('truncated chunk list');
+  const end = pos + 8 + len + cnt * CHUNK_REF_BYTES;
+  if (end > buf.length) return undefined;
+  const json = asObject(buf.toString('utf8', pos + 4, pos + 4 + len));
+  // Copied: a slice would keep the whole manifest chunk alive while the entry lives.
+  const chunks = cnt > 0 ? Buffer.from(buf.subarray(pos + 8 + len, end)) : EMPTY;
+  r.pos = end;
   return { json, chunks };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** The next record, or null at the end of the stream. */
+async function readRecord(r: ByteReader): Promise<RawRecord | null> {
+  const now = readRecordSync(r);
+  if (now) return now;
+  if (!(await r.fill(4))) return null;
+  const len = r.buf.readUInt32LE(r.pos);
+  if (len === 0 || len > MAX_JSON) throw invalid(`record length ${len} out of range`);
+  await r.fill(8 + len);
+  const cnt = r.buf.readUInt32LE(r.pos + 4 + len);
+  if (cnt > MAX_CHUNKS_PER_ENTRY) throw invalid(`chunk count ${cnt} out of range`);
+  await r.fill(8 + len + cnt * CHUNK_REF_BYTES);
+  return readRecordSync(r)!;
 }
 
 export interface ManifestStream {
@@ -194,7 +243,7 @@ function filesManifest(r: ByteReader, hj: Record<string, unknown>): ManifestStre
   };
   async function* entries(): AsyncGenerator<ManifestEntry> {
     for (;;) {
-      const rec = await readRecord(r);
+      const rec = readRecordSync(r) ?? (await readRecord(r));
       if (!rec) return;
       const o = rec.json;
       const type = typeof o.t === 'string' ? CODE_TYPE[o.t] : undefined;
