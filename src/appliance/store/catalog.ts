@@ -23,6 +23,17 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
  * after its refs file is durable and every id in it has a chunk row.
  */
 export const CATALOG_SCHEMA_VERSION = 5;
+
+/**
+ * The WAL is folded back into the database (a checkpoint, with two fsyncs on the event loop)
+ * after each snapshot commit, and otherwise only once it holds this many pages (64 MiB).
+ * Chunk ids are random, so each upload's rows land on pages all over the chunk table and its
+ * indexes, and every one of those pages goes to the WAL again: a 1 GB first backup wrote 75 MB
+ * of WAL for 18,500 rows. With SQLite's default (1,000 pages) it checkpointed every few
+ * uploads, and recording the rows took 0.86-0.98 s of the event loop against 0.45-0.62 s
+ * (2 alternating pairs).
+ */
+const WAL_AUTOCHECKPOINT_PAGES = 16384;
 export const DEFAULT_KEEP = 30;
 
 export type JobKind = 'backup' | 'gc' | 'verify' | 'retention' | 'replication' | 'flowback';
@@ -120,6 +131,7 @@ export class Catalog {
     if (!opts.readonly) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
+      this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
       this.db.pragma('foreign_keys = ON');
       this.migrate();
     }
@@ -589,6 +601,8 @@ export class Catalog {
       this.event('snapshot.committed', { snapshot: s.id, agent: s.agentId, source: s.source, chunks: s.chunkCount, bytes_new: s.stats.bytes_new });
     });
     tx.immediate();
+    // The WAL holds the backup's chunk rows: folded back into the database once per snapshot.
+    this.db.pragma('wal_checkpoint(PASSIVE)');
   }
 
   private static toInfo(r: SnapshotRow): SnapshotInfo {

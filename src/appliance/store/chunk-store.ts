@@ -45,6 +45,17 @@ export interface SnapshotCommitInput {
  * Commit invariant: a snapshot row is written only after its refs file is durable and after
  * every referenced id was found in the catalog (whose rows follow durable blobs).
  */
+/** Blobs of one upload, written under tmp/ and not yet published. */
+interface StagedJob {
+  staged: StagedBlob[];
+  pack?: StagedPack;
+  /** hex id -> blob size */
+  size: Map<string, number>;
+  /** hex id -> sha256 of the blob (keyless secondary) */
+  sums?: Map<string, Buffer>;
+  owner?: string;
+}
+
 export class ChunkStore {
   private readonly refsCache = new Map<string, Buffer>();
   /** Held by snapshot commits and by each GC sweep batch: they never interleave. */
@@ -60,6 +71,15 @@ export class ChunkStore {
   private behindFailed = 0;
   private readonly tasks = new Set<Promise<void>>();
   private roomWaiters: (() => void)[] = [];
+  /** writes behind waiting for the next round of recordBehind */
+  private behindQueue: { job: StagedJob; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private recording = false;
+  /** callers of settle waiting: rounds start at once */
+  private hurry = 0;
+  /** ends the pause before the next round */
+  private wake: (() => void) | undefined;
+  /** Least time between the starts of two rounds of recordBehind. */
+  static ROUND_MS = 250;
   /** Told when a write behind fails: its chunks have no rows, so the next commit that needs them is refused as incomplete. */
   onWriteBehindError: ((err: unknown, chunks: number) => void) | undefined;
 
@@ -238,34 +258,63 @@ export class ChunkStore {
       await cleanup();
       throw err;
     }
-    const size = new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length]));
-    // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
-    const sums = this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()]));
-    const record = async (): Promise<number> => {
-      try {
-        if (!sync) await this.blobs.syncStaged([...staged.map((st) => st.tmp), ...(pack ? [pack.tmp] : [])]);
-        return await this.commitLock.run(async () => {
-          const todo = staged.filter((st) => !this.catalog.hasChunk(st.id));
-          const packTodo = pack ? pack.entries.filter((e) => !this.catalog.hasChunk(e.id)) : [];
-          existed += staged.length - todo.length + (pack ? pack.entries.length - packTodo.length : 0);
-          await this.blobs.publish(todo, true);
-          if (pack && packTodo.length) await this.blobs.publishPack(pack);
-          this.catalog.addChunks([
-            ...todo.map((st) => ({ id: st.id, size: size.get(st.id.toString('hex'))!, sha256: sums?.get(st.id.toString('hex')), owner })),
-            ...packTodo.map((e) => ({ id: e.id, size: e.size, sha256: sums?.get(e.id.toString('hex')), pack: pack!.name, offset: e.offset, owner })),
-          ]);
-          return todo.length + packTodo.length;
-        });
-      } finally {
-        await cleanup();
-      }
+    const job: StagedJob = {
+      staged,
+      pack,
+      size: new Map(fresh.map((f) => [f.id.toString('hex'), f.blob.length])),
+      // Keyless (secondary): remember each blob's checksum so verify can find rot without keys.
+      sums: this.keys ? undefined : new Map(fresh.map((f) => [f.id.toString('hex'), createHash('sha256').update(f.blob).digest()])),
+      owner,
     };
-    if (sync) {
-      const stored = await record();
-      return { stored, existed };
+    if (!sync) {
+      this.writeBehind(fresh, job);
+      return { stored: fresh.length, existed };
     }
-    this.writeBehind(fresh, owner, record);
-    return { stored: fresh.length, existed };
+    try {
+      const { stored, existed: already } = await this.commitLock.run(async () => this.publishAndRecord([job]));
+      return { stored, existed: existed + already };
+    } finally {
+      await this.cleanup(job);
+    }
+  }
+
+  /** Removes what is left of a job's temp files (all of them after a failure, none after publishing). */
+  private async cleanup(job: StagedJob): Promise<void> {
+    await this.blobs.discard(job.staged);
+    if (job.pack) await fs.promises.rm(job.pack.tmp, { force: true }).catch(() => undefined);
+  }
+
+  /**
+   * Publishes staged jobs (their blobs durable already) and records their rows in one
+   * transaction. Call under commitLock, so GC never deletes a file between its link and its row.
+   * A blob another upload recorded meanwhile is left out and counted as existing.
+   */
+  private async publishAndRecord(jobs: StagedJob[]): Promise<{ stored: number; existed: number }> {
+    const todo: StagedBlob[] = [];
+    const rows: Parameters<Catalog['addChunks']>[0] = [];
+    const packs: StagedPack[] = [];
+    let existed = 0;
+    for (const j of jobs) {
+      for (const st of j.staged) {
+        if (this.catalog.hasChunk(st.id)) existed++;
+        else {
+          todo.push(st);
+          const hex = st.id.toString('hex');
+          rows.push({ id: st.id, size: j.size.get(hex)!, sha256: j.sums?.get(hex), owner: j.owner });
+        }
+      }
+      if (!j.pack) continue;
+      const before = rows.length;
+      for (const e of j.pack.entries) {
+        if (this.catalog.hasChunk(e.id)) existed++;
+        else rows.push({ id: e.id, size: e.size, sha256: j.sums?.get(e.id.toString('hex')), pack: j.pack.name, offset: e.offset, owner: j.owner });
+      }
+      if (rows.length > before) packs.push(j.pack);
+    }
+    await this.blobs.publish(todo, true);
+    await Promise.all(packs.map((pk) => this.blobs.publishPack(pk)));
+    this.catalog.addChunks(rows);
+    return { stored: rows.length, existed };
   }
 
   /**
@@ -287,15 +336,24 @@ export class ChunkStore {
    *   rows never existed, so the agent's next commit finds them missing and it uploads again
    *   (an agent records nothing in its files cache before a commit).
    * At most WRITE_BEHIND_BYTES are behind at once: an upload beyond that waits (roomBehind).
+   *
+   * Uploads are recorded in rounds (recordBehind): each round fsyncs, publishes and records
+   * every upload that arrived while the last one ran, with one transaction and one fsync per
+   * directory; a failure fails the round's uploads together. One transaction per upload cost 1.2 s of cairnd's main thread in a 1 GB first
+   * backup (223 of them, 5.4 ms each: random ids touch a leaf page each, and every page goes
+   * to the WAL again in each transaction).
    */
-  private writeBehind(fresh: { id: Buffer; blob: Buffer }[], owner: string | undefined, record: () => Promise<number>): void {
+  private writeBehind(fresh: { id: Buffer; blob: Buffer }[], job: StagedJob): void {
     if (fresh.length === 0) return;
     const hexes = fresh.map((f) => f.id.toString('hex'));
     let bytes = 0;
     for (const f of fresh) bytes += f.blob.length;
-    for (const h of hexes) this.behind.set(h, owner);
+    for (const h of hexes) this.behind.set(h, job.owner);
     this.behindBytes += bytes;
-    const task: Promise<void> = record().then(
+    const task: Promise<void> = new Promise<void>((resolve, reject) => {
+      this.behindQueue.push({ job, resolve, reject });
+      if (!this.recording) void this.recordBehind();
+    }).then(
       () => undefined,
       (err: unknown) => {
         this.behindFailed += hexes.length;
@@ -310,13 +368,70 @@ export class ChunkStore {
     this.tasks.add(task);
   }
 
+  /** Records the queued writes behind, a round at a time, until none are queued. */
+  private async recordBehind(): Promise<void> {
+    this.recording = true;
+    try {
+      let started = 0;
+      while (this.behindQueue.length) {
+        await this.pauseBeforeRound(started);
+        started = Date.now();
+        const round = this.behindQueue.splice(0);
+        const jobs = round.map((r) => r.job);
+        let failure: { err: unknown } | undefined;
+        try {
+          await this.blobs.syncStaged(jobs.flatMap((j) => [...j.staged.map((st) => st.tmp), ...(j.pack ? [j.pack.tmp] : [])]));
+          await this.commitLock.run(async () => this.publishAndRecord(jobs));
+        } catch (err) {
+          failure = { err };
+        }
+        // Temp files go before the uploads settle: whoever waits on them finds tmp/ clean.
+        for (const j of jobs) await this.cleanup(j);
+        for (const r of round) {
+          if (failure) r.reject(failure.err);
+          else r.resolve();
+        }
+      }
+    } finally {
+      this.recording = false;
+    }
+  }
+
+  /**
+   * Rounds start at least ROUND_MS apart, unless someone waits for them (settle, or an upload
+   * waiting for room): fewer, larger transactions write fewer WAL pages.
+   */
+  private async pauseBeforeRound(lastStart: number): Promise<void> {
+    const wait = ChunkStore.ROUND_MS - (Date.now() - lastStart);
+    if (wait <= 0 || this.hurry > 0 || this.roomWaiters.length > 0) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, wait);
+      this.wake = done;
+    });
+  }
+
   private async roomBehind(): Promise<void> {
-    while (this.behindBytes >= ChunkStore.WRITE_BEHIND_BYTES) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+    while (this.behindBytes >= ChunkStore.WRITE_BEHIND_BYTES) {
+      const room = new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+      this.wake?.();
+      await room;
+    }
   }
 
   /** Waits until every write behind that has started is published and recorded (or has failed). */
   async settle(): Promise<void> {
-    await Promise.all([...this.tasks]);
+    this.hurry++;
+    try {
+      this.wake?.();
+      await Promise.all([...this.tasks]);
+    } finally {
+      this.hurry--;
+    }
   }
 
   /** Figures of the write-behind (for tests). */

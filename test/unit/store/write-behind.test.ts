@@ -196,6 +196,29 @@ describe('chunk store: uploads written behind', () => {
     expect((await store.commitSnapshot({ agentId: agentA, source: 's', host: 'h', manifest: [], refs, stats: STATS })).chunks).to.equal(5);
   });
 
+  it('uploads that arrive while a round is recorded are recorded together in the next, in one transaction', async () => {
+    const g = gate();
+    const first = chunks(2);
+    await store.putBatch(first, { owner: agentA, writeBehind: true });
+    await g.entered;
+    const rounds: number[] = [];
+    const realAdd = catalog.addChunks.bind(catalog);
+    catalog.addChunks = (rows, now) => {
+      rounds.push(rows.length);
+      realAdd(rows, now);
+    };
+    const later = [chunks(3), chunks(1), chunks(4, 0)];
+    for (const items of later) await store.putBatch(items, { owner: agentA, writeBehind: true });
+    expect(rounds, 'nothing recorded while the first round waits for its fsync').to.deep.equal([]);
+    g.open();
+    await store.settle();
+    expect(rounds).to.deep.equal([2, 8]);
+    for (const it of [first, ...later].flat()) expect(catalog.hasChunk(it.id)).to.equal(true);
+    expect(fs.readdirSync(path.join(dir, 'tmp')), 'no temp file left').to.deep.equal([]);
+    const refs = Buffer.concat([first, ...later].flat().map((i) => i.id).sort(Buffer.compare));
+    expect((await store.commitSnapshot({ agentId: agentA, source: 's', host: 'h', manifest: [], refs, stats: STATS })).chunks).to.equal(10);
+  });
+
   it('a crash before the fsync leaves only temp files, which start-up removes; the chunks are then missing and upload again', async () => {
     gate();
     const items = chunks(4, 1);
