@@ -50,9 +50,6 @@ export type RestoreWorkerReply =
  * wire wait for one to finish, so their chunks go out together.
  */
 const MAX_ACTIVE = 2;
-const DONE_BATCH = 32;
-const REPLY_DELAY_MS = 2;
-const BYTES_DELAY_MS = 100;
 const MAX_FRAME = CHUNK_ID_BYTES + MAX_CHUNK_BLOB;
 
 type FileRequest = Extract<RestoreWorkerRequest, { type: 'file' }>;
@@ -103,47 +100,23 @@ function run(port: NonNullable<typeof parentPort>): void {
    */
   const frameBufs: Buffer[] = [];
 
-  /**
-   * Replies leave in batches: at once when DONE_BATCH files are done, else within
-   * REPLY_DELAY_MS (files done free the main thread's slots), and bytes alone within
-   * BYTES_DELAY_MS (they only feed the progress line). Posting once per event-loop turn sent
-   * a message for about every chunk, and the main thread's collector ran for its messages.
-   */
   let replies: RestoreWorkerReply[] = [];
   let written = 0;
-  let timer: NodeJS.Timeout | undefined;
-  let timerDue = Infinity;
-  let immediate = false;
-  const flush = (): void => {
-    immediate = false;
-    if (timer) clearTimeout(timer);
-    timer = undefined;
-    timerDue = Infinity;
-    if (written) replies.push({ type: 'bytes', bytes: written });
-    written = 0;
-    if (replies.length) port.postMessage(replies);
-    replies = [];
-  };
-  const flushWithin = (ms: number): void => {
-    if (immediate) return;
-    if (ms === 0) {
-      immediate = true;
-      setImmediate(flush);
-      return;
-    }
-    const due = Date.now() + ms;
-    if (due >= timerDue) return;
-    if (timer) clearTimeout(timer);
-    timerDue = due;
-    timer = setTimeout(flush, ms);
-  };
+  let flushing = false;
   const reply = (m: RestoreWorkerReply): void => {
     replies.push(m);
-    flushWithin(replies.length >= DONE_BATCH ? 0 : REPLY_DELAY_MS);
+    scheduleFlush();
   };
-  const noteWritten = (n: number): void => {
-    written += n;
-    flushWithin(BYTES_DELAY_MS);
+  const scheduleFlush = (): void => {
+    if (flushing) return;
+    flushing = true;
+    setImmediate(() => {
+      flushing = false;
+      if (written) replies.push({ type: 'bytes', bytes: written });
+      written = 0;
+      if (replies.length) port.postMessage(replies);
+      replies = [];
+    });
   };
 
   const closeAndRemove = (f: FileState): void => {
@@ -227,7 +200,8 @@ function run(port: NonNullable<typeof parentPort>): void {
         while (done < plain.length) done += fs.writeSync(f.fd, plain, done, plain.length - done, it.offset + done);
       }
       if (blob[4] === 1 && blob[5] & FLAG_LZ4) garbage.note(plain.length); // openChunk checked the header (which stays in the clear)
-      noteWritten(it.size);
+      written += it.size;
+      scheduleFlush();
     } catch (err) {
       fail(f, err);
       return;
