@@ -25,8 +25,9 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
 export const CATALOG_SCHEMA_VERSION = 5;
 
 /**
- * The WAL is folded back into the database (a checkpoint, with two fsyncs on the event loop)
- * after each snapshot commit, and otherwise only once it holds this many pages (64 MiB).
+ * The WAL is folded back into the database and emptied (a checkpoint, with two fsyncs on the
+ * event loop) after each snapshot commit, and otherwise folded once it holds this many pages
+ * (64 MiB).
  * Chunk ids are random, so each upload's rows land on pages all over the chunk table and its
  * indexes, and every one of those pages goes to the WAL again: a 1 GB first backup wrote 75 MB
  * of WAL for 18,500 rows. With SQLite's default (1,000 pages) it checkpointed every few
@@ -34,6 +35,8 @@ export const CATALOG_SCHEMA_VERSION = 5;
  * (2 alternating pairs).
  */
 const WAL_AUTOCHECKPOINT_PAGES = 16384;
+/** How long a statement waits for another process's lock before it fails. */
+const BUSY_TIMEOUT_MS = 10_000;
 export const DEFAULT_KEEP = 30;
 
 export type JobKind = 'backup' | 'gc' | 'verify' | 'retention' | 'replication' | 'flowback';
@@ -127,11 +130,12 @@ export class Catalog {
 
   constructor(file: string, opts: { readonly?: boolean } = {}) {
     this.db = new Database(file, { readonly: opts.readonly ?? false });
-    this.db.pragma('busy_timeout = 10000');
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     if (!opts.readonly) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+      this.db.pragma(`journal_size_limit = ${4 * 1024 * 1024}`);
       this.db.pragma('foreign_keys = ON');
       this.migrate();
     }
@@ -601,8 +605,24 @@ export class Catalog {
       this.event('snapshot.committed', { snapshot: s.id, agent: s.agentId, source: s.source, chunks: s.chunkCount, bytes_new: s.stats.bytes_new });
     });
     tx.immediate();
-    // The WAL holds the backup's chunk rows: folded back into the database once per snapshot.
-    this.db.pragma('wal_checkpoint(PASSIVE)');
+    this.foldWal();
+  }
+
+  /**
+   * Folds the WAL (the backup's chunk rows) back into the database and empties it: without this
+   * it stayed as large as it grew, up to 64 MiB of the data disk. Never waits: with a reader
+   * in another process (a cairnd command) it does what it can now, and SQLite truncates the
+   * WAL to journal_size_limit when it next starts over.
+   */
+  private foldWal(): void {
+    this.db.pragma('busy_timeout = 0');
+    try {
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      /* busy: the next checkpoint does it */
+    } finally {
+      this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    }
   }
 
   private static toInfo(r: SnapshotRow): SnapshotInfo {
