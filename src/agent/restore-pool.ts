@@ -25,15 +25,54 @@ export interface FileJob {
 }
 
 /**
+ * Which restore worker gets a file. Files go to the worker with the fewest bytes in progress,
+ * except that a directory's small files (those given a `dir`) stay on one worker while any of
+ * them is in progress: creating files in one directory from several threads made them spin on
+ * the directory's lock in the kernel (profiled: open() took 70% of every worker).
+ *
+ * Weighed in bytes, not files: with files counted and every directory hashed to a fixed
+ * worker, one worker of a 1 GB restore used 5.2 s of CPU and the other 3.1 s, idle while the
+ * first finished.
+ */
+export class FileSpread {
+  /** plaintext bytes given to each worker and not yet done */
+  readonly load: number[];
+  /** the worker each directory's small files go to, while some are in progress */
+  private readonly dirs = new Map<string, { worker: number; files: number }>();
+
+  constructor(workers: number) {
+    this.load = new Array<number>(workers).fill(0);
+  }
+
+  choose(bytes: number, dir?: string): number {
+    let d = dir === undefined ? undefined : this.dirs.get(dir);
+    let w = 0;
+    if (d) w = d.worker;
+    else {
+      for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
+      if (dir !== undefined) this.dirs.set(dir, (d = { worker: w, files: 0 }));
+    }
+    if (d) d.files++;
+    this.load[w] += bytes;
+    return w;
+  }
+
+  /** A file chosen with these arguments is done (or failed). */
+  done(worker: number, bytes: number, dir?: string): void {
+    this.load[worker] -= bytes;
+    if (dir === undefined) return;
+    const d = this.dirs.get(dir);
+    if (d && --d.files === 0) this.dirs.delete(dir);
+  }
+}
+
+/**
  * Restore workers (see restore-worker.ts): each fetches, checks and writes the files given to
  * it over its own connections to the box. `onBytes(n)` reports plaintext bytes checked.
  */
 export class RestorePool {
   private readonly workers: Worker[] = [];
-  /** plaintext bytes handed to each worker and not yet done */
-  private readonly load: number[] = [];
-  /** the worker each directory's small files go to, while some are in progress */
-  private readonly dirs = new Map<string, { worker: number; files: number }>();
+  private readonly spread: FileSpread;
   private readonly files = new Map<number, { resolve: () => void; reject: (e: CairnError) => void; worker: number; bytes: number; dir?: string }>();
   /** requests leave in one message per worker and event-loop turn */
   private readonly outbox: ThreadOutbox<RestoreWorkerRequest>;
@@ -54,8 +93,8 @@ export class RestorePool {
         if (code !== 0) this.fail(new Error(`restore worker exited with code ${code}`));
       });
       this.workers.push(w);
-      this.load.push(0);
     }
+    this.spread = new FileSpread(threads);
     this.outbox = new ThreadOutbox(this.workers);
   }
 
@@ -71,11 +110,7 @@ export class RestorePool {
     const f = this.files.get(m.file);
     if (!f) return;
     this.files.delete(m.file);
-    this.load[f.worker] -= f.bytes;
-    if (f.dir !== undefined) {
-      const d = this.dirs.get(f.dir)!;
-      if (--d.files === 0) this.dirs.delete(f.dir);
-    }
+    this.spread.done(f.worker, f.bytes, f.dir);
     if (m.type === 'done') f.resolve();
     else {
       const code = m.code && /^CAIRN_[A-Z_]+$/.test(m.code) ? (m.code as CairnErrorCode) : 'CAIRN_RESTORE_FAILED';
@@ -83,31 +118,12 @@ export class RestorePool {
     }
   }
 
-  /**
-   * Restores one file of `bytes` plaintext bytes; settles when it is written and closed (or
-   * removed after a failure). Files go to the worker with the fewest bytes in progress, except
-   * that `dirKey` (the parent directory) keeps a directory's small files on one worker while any
-   * of them is in progress: creating files in one directory from several threads made them spin
-   * on the directory's lock in the kernel (profiled: open() took 70% of every worker).
-   *
-   * Balanced by bytes, not files: with files counted and every directory hashed to a worker, one
-   * worker of a 1 GB restore used 5.2 s of CPU and the other 3.1 s, idle while the first
-   * finished.
-   */
+  /** Restores one file of `bytes` plaintext bytes; settles when it is written and closed (or removed after a failure). See FileSpread for `dirKey`. */
   restore(job: FileJob, bytes: number, dirKey?: Buffer): Promise<void> {
     if (this.failed) return Promise.reject(new CairnError('CAIRN_RESTORE_FAILED', `restore worker failed: ${this.failed.message}`));
     const dir = dirKey?.toString('latin1');
-    let d = dir === undefined ? undefined : this.dirs.get(dir);
-    let w = 0;
-    if (d) {
-      w = d.worker;
-    } else {
-      for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[w]) w = i;
-      if (dir !== undefined) this.dirs.set(dir, (d = { worker: w, files: 0 }));
-    }
-    if (d) d.files++;
+    const w = this.spread.choose(bytes, dir);
     const file = this.nextId++;
-    this.load[w] += bytes;
     const { abs, refs, ...rest } = job;
     this.outbox.post(w, { type: 'file', file, abs: abs.toString('latin1'), refs: refs.toString('latin1'), ...rest });
     return new Promise<void>((resolve, reject) => this.files.set(file, { resolve, reject, worker: w, bytes, dir }));
