@@ -18,6 +18,17 @@ import { sortedContains } from './refs';
 /** Blobs smaller than this share pack files (see blob-store.ts). */
 export const PACK_MAX_BLOB = 512 * 1024;
 
+/** Blobs of one upload, written under tmp/ and not yet published. */
+interface StagedJob {
+  staged: StagedBlob[];
+  pack?: StagedPack;
+  /** hex id -> blob size */
+  size: Map<string, number>;
+  /** hex id -> sha256 of the blob (keyless secondary) */
+  sums?: Map<string, Buffer>;
+  owner?: string;
+}
+
 export interface SnapshotCommitInput {
   agentId: string;
   source: string;
@@ -45,17 +56,6 @@ export interface SnapshotCommitInput {
  * Commit invariant: a snapshot row is written only after its refs file is durable and after
  * every referenced id was found in the catalog (whose rows follow durable blobs).
  */
-/** Blobs of one upload, written under tmp/ and not yet published. */
-interface StagedJob {
-  staged: StagedBlob[];
-  pack?: StagedPack;
-  /** hex id -> blob size */
-  size: Map<string, number>;
-  /** hex id -> sha256 of the blob (keyless secondary) */
-  sums?: Map<string, Buffer>;
-  owner?: string;
-}
-
 export class ChunkStore {
   private readonly refsCache = new Map<string, Buffer>();
   /** Held by snapshot commits and by each GC sweep batch: they never interleave. */
@@ -339,9 +339,9 @@ export class ChunkStore {
    *
    * Uploads are recorded in rounds (recordBehind): each round fsyncs, publishes and records
    * every upload that arrived while the last one ran, with one transaction and one fsync per
-   * directory; a failure fails the round's uploads together. One transaction per upload cost 1.2 s of cairnd's main thread in a 1 GB first
-   * backup (223 of them, 5.4 ms each: random ids touch a leaf page each, and every page goes
-   * to the WAL again in each transaction).
+   * directory; a failure fails the round's uploads together. One transaction per upload cost
+   * 1.2 s of cairnd's main thread in a 1 GB first backup (223 of them, 5.4 ms each: random ids
+   * touch a leaf page each, and every page goes to the WAL again in each transaction).
    */
   private writeBehind(fresh: { id: Buffer; blob: Buffer }[], job: StagedJob): void {
     if (fresh.length === 0) return;
