@@ -171,24 +171,32 @@ interface RawRecord {
 }
 
 /**
- * The next record when it is wholly buffered, else undefined (nothing consumed). Lengths are
- * checked as soon as they are buffered, so a bad one is refused before anything waits for
- * the bytes it claims.
+ * How many buffered bytes the next record needs, as far as the buffered bytes tell: 4 (its
+ * length), then through its chunk count, then all of it. Lengths are checked as soon as they
+ * are buffered, so a bad one is refused before anything waits for the bytes it claims.
  */
-function readRecordSync(r: ByteReader): RawRecord | undefined {
+function recordNeeds(r: ByteReader): number {
   const { buf, pos } = r;
   const have = buf.length - pos;
-  if (have < 4) return undefined;
+  if (have < 4) return 4;
   const len = buf.readUInt32LE(pos);
   if (len === 0 || len > MAX_JSON) throw invalid(`record length ${len} out of range`);
-  if (have < 8 + len) return undefined;
+  if (have < 8 + len) return 8 + len;
   const cnt = buf.readUInt32LE(pos + 4 + len);
   if (cnt > MAX_CHUNKS_PER_ENTRY) throw invalid(`chunk count ${cnt} out of range`);
-  const end = pos + 8 + len + cnt * CHUNK_REF_BYTES;
-  if (end > buf.length) return undefined;
+  return 8 + len + cnt * CHUNK_REF_BYTES;
+}
+
+/** The next record when it is wholly buffered, else undefined (nothing consumed). */
+function readRecordSync(r: ByteReader): RawRecord | undefined {
+  const total = recordNeeds(r);
+  if (r.buffered < total) return undefined;
+  const { buf, pos } = r;
+  const len = buf.readUInt32LE(pos);
+  const end = pos + total;
   const json = asObject(buf.toString('utf8', pos + 4, pos + 4 + len));
   // Copied: a slice would keep the whole manifest chunk alive while the entry lives.
-  const chunks = cnt > 0 ? Buffer.from(buf.subarray(pos + 8 + len, end)) : EMPTY;
+  const chunks = end > pos + 8 + len ? Buffer.from(buf.subarray(pos + 8 + len, end)) : EMPTY;
   r.pos = end;
   return { json, chunks };
 }
@@ -197,16 +205,11 @@ const EMPTY = Buffer.alloc(0);
 
 /** The next record, or null at the end of the stream. */
 async function readRecord(r: ByteReader): Promise<RawRecord | null> {
-  const now = readRecordSync(r);
-  if (now) return now;
-  if (!(await r.fill(4))) return null;
-  const len = r.buf.readUInt32LE(r.pos);
-  if (len === 0 || len > MAX_JSON) throw invalid(`record length ${len} out of range`);
-  await r.fill(8 + len);
-  const cnt = r.buf.readUInt32LE(r.pos + 4 + len);
-  if (cnt > MAX_CHUNKS_PER_ENTRY) throw invalid(`chunk count ${cnt} out of range`);
-  await r.fill(8 + len + cnt * CHUNK_REF_BYTES);
-  return readRecordSync(r)!;
+  for (;;) {
+    const rec = readRecordSync(r);
+    if (rec) return rec;
+    if (!(await r.fill(recordNeeds(r)))) return null;
+  }
 }
 
 export interface ManifestStream {

@@ -233,10 +233,6 @@ export class ChunkStore {
     const sync = !opts.writeBehind;
     const staged: StagedBlob[] = [];
     let pack: StagedPack | undefined;
-    const cleanup = async (): Promise<void> => {
-      await this.blobs.discard(staged);
-      if (pack) await fs.promises.rm(pack.tmp, { force: true }).catch(() => undefined);
-    };
     try {
       const queue = loose.slice();
       let failedWrite = false;
@@ -255,7 +251,7 @@ export class ChunkStore {
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
     } catch (err) {
-      await cleanup();
+      await this.cleanup(staged, pack);
       throw err;
     }
     const job: StagedJob = {
@@ -274,14 +270,14 @@ export class ChunkStore {
       const { stored, existed: already } = await this.commitLock.run(async () => this.publishAndRecord([job]));
       return { stored, existed: existed + already };
     } finally {
-      await this.cleanup(job);
+      await this.cleanup(job.staged, job.pack);
     }
   }
 
-  /** Removes what is left of a job's temp files (all of them after a failure, none after publishing). */
-  private async cleanup(job: StagedJob): Promise<void> {
-    await this.blobs.discard(job.staged);
-    if (job.pack) await fs.promises.rm(job.pack.tmp, { force: true }).catch(() => undefined);
+  /** Removes what is left of an upload's temp files (all of them after a failure, none after publishing). */
+  private async cleanup(staged: StagedBlob[], pack?: StagedPack): Promise<void> {
+    await this.blobs.discard(staged);
+    if (pack) await fs.promises.rm(pack.tmp, { force: true }).catch(() => undefined);
   }
 
   /**
@@ -386,7 +382,7 @@ export class ChunkStore {
           failure = { err };
         }
         // Temp files go before the uploads settle: whoever waits on them finds tmp/ clean.
-        for (const j of jobs) await this.cleanup(j);
+        for (const j of jobs) await this.cleanup(j.staged, j.pack);
         for (const r of round) {
           if (failure) r.reject(failure.err);
           else r.resolve();
