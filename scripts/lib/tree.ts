@@ -4,8 +4,13 @@ import { createHash } from 'node:crypto';
 
 /**
  * Compares two directory trees: same names, types, contents (byte for byte, by SHA-256),
- * permission bits, symlink targets, file mtimes (to the millisecond) and hard-link groups.
+ * permission bits, symlink targets, file mtimes (to the microsecond) and hard-link groups.
  * Returns a list of differences; empty means identical.
+ *
+ * Times are compared as integers (bigint stats). `mtimeMs` is a double: at today's epoch it
+ * holds only about 0.24 us, so a source time in the last ~120 ns of a millisecond rounds up
+ * to the next one while its restored copy (Node sets whole microseconds) does not, and a
+ * millisecond comparison of the doubles then reports a difference that is not there.
  */
 export function compareTrees(a: string, b: string, opts: { mtimes?: boolean; dirModes?: boolean } = {}): string[] {
   const diffs: string[] = [];
@@ -14,21 +19,21 @@ export function compareTrees(a: string, b: string, opts: { mtimes?: boolean; dir
     const rel = relBuf.toString();
     const pa = join(a, relBuf);
     const pb = join(b, relBuf);
-    let sa: fs.Stats;
-    let sb: fs.Stats;
+    let sa: fs.BigIntStats;
+    let sb: fs.BigIntStats;
     try {
-      sa = fs.lstatSync(pa);
+      sa = fs.lstatSync(pa, { bigint: true });
     } catch {
       diffs.push(`missing in source: ${rel}`);
       return;
     }
     try {
-      sb = fs.lstatSync(pb);
+      sb = fs.lstatSync(pb, { bigint: true });
     } catch {
       diffs.push(`missing in restore: ${rel}`);
       return;
     }
-    const type = (s: fs.Stats): string => (s.isDirectory() ? 'dir' : s.isFile() ? 'file' : s.isSymbolicLink() ? 'symlink' : 'other');
+    const type = (s: fs.BigIntStats): string => (s.isDirectory() ? 'dir' : s.isFile() ? 'file' : s.isSymbolicLink() ? 'symlink' : 'other');
     if (type(sa) !== type(sb)) {
       diffs.push(`type differs: ${rel} (${type(sa)} vs ${type(sb)})`);
       return;
@@ -37,21 +42,28 @@ export function compareTrees(a: string, b: string, opts: { mtimes?: boolean; dir
       if (fs.readlinkSync(pa) !== fs.readlinkSync(pb)) diffs.push(`symlink target differs: ${rel}`);
       return;
     }
-    if ((sa.mode & 0o7777) !== (sb.mode & 0o7777) && (rel !== '' || opts.dirModes)) diffs.push(`mode differs: ${rel} (${(sa.mode & 0o7777).toString(8)} vs ${(sb.mode & 0o7777).toString(8)})`);
+    const modeA = Number(sa.mode) & 0o7777;
+    const modeB = Number(sb.mode) & 0o7777;
+    if (modeA !== modeB && (rel !== '' || opts.dirModes)) diffs.push(`mode differs: ${rel} (${modeA.toString(8)} vs ${modeB.toString(8)})`);
     if (sa.isFile()) {
       if (sa.size !== sb.size) diffs.push(`size differs: ${rel} (${sa.size} vs ${sb.size})`);
       else if (hashFile(pa) !== hashFile(pb)) diffs.push(`content differs: ${rel}`);
-      if (opts.mtimes !== false && Math.floor(sa.mtimeMs) !== Math.floor(sb.mtimeMs)) diffs.push(`mtime differs: ${rel}`);
-      if ((sa.nlink > 1) !== (sb.nlink > 1)) diffs.push(`hard-link state differs: ${rel}`);
+      if (opts.mtimes !== false && !sameMicrosecond(sa, sb)) diffs.push(`mtime differs: ${rel}`);
+      if ((sa.nlink > 1n) !== (sb.nlink > 1n)) diffs.push(`hard-link state differs: ${rel}`);
       return;
     }
     const names = new Map<string, Buffer>();
     for (const n of [...fs.readdirSync(pa, { encoding: 'buffer' }), ...fs.readdirSync(pb, { encoding: 'buffer' })]) names.set(n.toString('hex'), n);
     for (const n of names.values()) walk(relBuf.length ? Buffer.concat([relBuf, Buffer.from('/'), n]) : n);
-    if (opts.mtimes !== false && rel !== '' && Math.floor(sa.mtimeMs) !== Math.floor(sb.mtimeMs)) diffs.push(`dir mtime differs: ${rel}`);
+    if (opts.mtimes !== false && rel !== '' && !sameMicrosecond(sa, sb)) diffs.push(`dir mtime differs: ${rel}`);
   };
   walk(Buffer.alloc(0));
   return diffs;
+}
+
+/** Node sets file times to the whole microsecond; nanoseconds below that cannot be restored. */
+function sameMicrosecond(a: fs.BigIntStats, b: fs.BigIntStats): boolean {
+  return a.mtimeNs / 1000n === b.mtimeNs / 1000n;
 }
 
 export function hashFile(p: string | Buffer): string {
