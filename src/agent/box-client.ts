@@ -79,25 +79,45 @@ function net_isIP(host: string): boolean {
   return /^[\d.]+$/.test(host) || host.includes(':');
 }
 
+/**
+ * TLS options that trust only the paired box: its self-signed certificate is the only trust
+ * anchor (`ca`), and the certificate's SPKI hash must equal the pinned one.
+ */
+export function pinnedTlsOptions(endpoint: BoxEndpoint): tls.ConnectionOptions {
+  const pinned = endpoint.spkiSha256;
+  return {
+    ca: endpoint.certPem,
+    minVersion: 'TLSv1.3',
+    servername: net_isIP(endpoint.host) ? undefined : endpoint.host,
+    checkServerIdentity: (_host, cert) => {
+      if (!cert.raw || !constantTimeEqual(spkiOfCert(cert.raw), pinned)) {
+        return new CairnError('CAIRN_PAIR_PIN_MISMATCH', `the box at ${endpoint.host}:${endpoint.port} presents a different key than the one this agent paired with`);
+      }
+      return undefined;
+    },
+  };
+}
+
+/** A failed connection or request to the box as a CairnError: pin mismatch, unreachable, or broken. */
+export function tlsErrorToCairn(err: unknown, endpoint: { host: string; port: number }): CairnError {
+  if (err instanceof CairnError) return err;
+  const { host, port } = endpoint;
+  const code = errnoCode(err);
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code === 'SELF_SIGNED_CERT_IN_CHAIN' || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'CERT_SIGNATURE_FAILURE') {
+    return new CairnError('CAIRN_PAIR_PIN_MISMATCH', `the box at ${host}:${port} presents a different certificate than the one this agent paired with; refusing to talk to it`);
+  }
+  if (code && NETWORK_ERRORS.has(code)) return new CairnError('CAIRN_BOX_UNREACHABLE', `cannot reach the box at ${host}:${port} (${code})`);
+  return new CairnError('CAIRN_BOX_UNREACHABLE', `request to the box at ${host}:${port} failed: ${errorMessage(err)}`);
+}
+
 export class BoxClient {
   private readonly agent: https.Agent;
   private readonly extraHeaders: Record<string, string>;
 
   constructor(readonly endpoint: BoxEndpoint, private readonly credential?: string, opts: { maxSockets?: number; headers?: Record<string, string> } = {}) {
     this.extraHeaders = opts.headers ?? {};
-    const pinned = endpoint.spkiSha256;
-    this.agent = new https.Agent({
-      keepAlive: true,
-      maxSockets: opts.maxSockets ?? 4,
-      ca: endpoint.certPem,
-      minVersion: 'TLSv1.3',
-      checkServerIdentity: (_host, cert) => {
-        if (!cert.raw || !constantTimeEqual(spkiOfCert(cert.raw), pinned)) {
-          return new CairnError('CAIRN_PAIR_PIN_MISMATCH', `the box at ${endpoint.host}:${endpoint.port} presents a different key than the one this agent paired with`);
-        }
-        return undefined;
-      },
-    });
+    const { servername: _unused, ...pinned } = pinnedTlsOptions(endpoint); // https.request sets servername per request
+    this.agent = new https.Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 4, ...pinned });
   }
 
   close(): void {
@@ -144,15 +164,7 @@ export class BoxClient {
         res.on('error', (err) => reject(new CairnError('CAIRN_BOX_UNREACHABLE', `connection to the box broke: ${errorMessage(err)}`)));
       });
       req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
-      req.on('error', (err) => {
-        if (err instanceof CairnError) return reject(err);
-        const code = errnoCode(err);
-        if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code === 'SELF_SIGNED_CERT_IN_CHAIN' || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'CERT_SIGNATURE_FAILURE') {
-          return reject(new CairnError('CAIRN_PAIR_PIN_MISMATCH', `the box at ${host}:${port} presents a different certificate than the one this agent paired with; refusing to talk to it`));
-        }
-        if (code && NETWORK_ERRORS.has(code)) return reject(new CairnError('CAIRN_BOX_UNREACHABLE', `cannot reach the box at ${host}:${port} (${code})`));
-        reject(new CairnError('CAIRN_BOX_UNREACHABLE', `request to the box at ${host}:${port} failed: ${errorMessage(err)}`));
-      });
+      req.on('error', (err) => reject(tlsErrorToCairn(err, this.endpoint)));
       // One TLS write for the whole body: uncorked, every small frame header became its own record and syscall (profiled).
       req.cork();
       for (const p of parts) req.write(p);
@@ -169,20 +181,8 @@ export class BoxClient {
    * error, the ids from the last one handed over on were not.
    * @param alloc where frame buffers come from (see FetchAnswerReader)
    */
-  async fetchChunks(snapshot: string, ids: Buffer[], onFrame: (i: number, blob: Buffer) => void, alloc?: (n: number) => Buffer): Promise<number | 'unsupported'> {
-    let i = 0;
-    const reader = new FetchAnswerReader(ids.length, alloc, (frame) => {
-      if (!frame.subarray(0, CHUNK_ID_BYTES).equals(ids[i])) throw new CairnError('CAIRN_BOX_ERROR', 'the box answered a batched chunk fetch out of order');
-      onFrame(i++, frame.subarray(CHUNK_ID_BYTES));
-    });
-    try {
-      await this.call('POST', `/v1/snapshots/${snapshot}/chunks/fetch`, Buffer.concat(ids), { sink: (piece) => reader.push(piece) });
-    } catch (err) {
-      if (i === 0 && (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD'))) return 'unsupported';
-      throw err;
-    }
-    reader.end();
-    return i;
+  fetchChunks(snapshot: string, ids: Buffer[], onFrame: (i: number, blob: Buffer) => void, alloc?: (n: number) => Buffer): Promise<number | 'unsupported'> {
+    return fetchChunksOver(async (path, body, sink) => void (await this.call('POST', path, body, { sink })), snapshot, ids, onFrame, alloc);
   }
 
   /** Throws the box's error (its code when known) unless the status is 2xx. */
@@ -197,6 +197,26 @@ export class BoxClient {
     const out = await this.call(method, path, data, { contentType: 'application/json' });
     return JSON.parse(out.toString('utf8')) as T;
   }
+}
+
+/** A POST whose 2xx answer body goes to `sink` piece by piece; other answers reject with the box's error. */
+export type SinkPost = (path: string, body: Buffer, sink: (piece: Buffer) => void) => Promise<void>;
+
+/** BoxClient.fetchChunks over any POST that streams its answer (BoxClient's own, or a FetchChannel's). */
+export async function fetchChunksOver(post: SinkPost, snapshot: string, ids: Buffer[], onFrame: (i: number, blob: Buffer) => void, alloc?: (n: number) => Buffer): Promise<number | 'unsupported'> {
+  let i = 0;
+  const reader = new FetchAnswerReader(ids.length, alloc, (frame) => {
+    if (!frame.subarray(0, CHUNK_ID_BYTES).equals(ids[i])) throw new CairnError('CAIRN_BOX_ERROR', 'the box answered a batched chunk fetch out of order');
+    onFrame(i++, frame.subarray(CHUNK_ID_BYTES));
+  });
+  try {
+    await post(`/v1/snapshots/${snapshot}/chunks/fetch`, Buffer.concat(ids), (piece) => reader.push(piece));
+  } catch (err) {
+    if (i === 0 && (CairnError.is(err, 'CAIRN_API_NOT_FOUND') || CairnError.is(err, 'CAIRN_API_METHOD'))) return 'unsupported';
+    throw err;
+  }
+  reader.end();
+  return i;
 }
 
 export function errorFromResponse(r: ClientResponse): CairnError {

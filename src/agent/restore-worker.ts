@@ -7,7 +7,8 @@ import { FETCH_ANSWER_BYTES, MAX_FETCH_IDS } from '../core/api';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage, CairnError } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
-import { BoxClient, BoxClientSpec } from './box-client';
+import { BoxClient, BoxClientSpec, fetchChunksOver } from './box-client';
+import { FetchChannel } from './fetch-channel';
 
 /**
  * Restore worker: fetches, checks and writes whole files. The main thread reads the manifest
@@ -80,6 +81,9 @@ function run(port: NonNullable<typeof parentPort>): void {
   let keys: DataKeys | undefined;
   let isRoot = false;
   let client: BoxClient | undefined;
+  let spec: BoxClientSpec | undefined;
+  /** idle connections for batched fetches (one per fetch on the wire; see FetchChannel) */
+  const channels: FetchChannel[] = [];
   let snapshot = '';
   let batched = true;
   /** files with refs not yet asked for, oldest first (a failed one is dropped when reached) */
@@ -283,7 +287,9 @@ function run(port: NonNullable<typeof parentPort>): void {
     let handed = 0;
     const buf = frameBufs.pop() ?? Buffer.allocUnsafeSlow(MAX_FRAME);
     try {
-      const answered = await client!.fetchChunks(
+      const channel = channels.pop() ?? new FetchChannel(client!.endpoint, spec!.credential, spec!.headers);
+      const answered = await fetchChunksOver(
+        (path, body, sink) => channel.post(path, body, sink).finally(() => channels.push(channel)),
         snapshot,
         items.map((it) => it.id),
         (i, blob) => {
@@ -312,6 +318,7 @@ function run(port: NonNullable<typeof parentPort>): void {
         keys = dataKeysFromJson(m.keys);
         isRoot = m.isRoot;
         client = BoxClient.fromSpec(m.box, { maxSockets: MAX_ACTIVE });
+        spec = m.box;
         snapshot = m.snapshot;
       } else {
         const f: FileState = { job: m, abs: Buffer.from(m.abs, 'latin1'), refs: Buffer.from(m.refs, 'latin1'), next: 0, offset: 0, pending: 0, opened: false, failed: false };

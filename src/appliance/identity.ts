@@ -49,7 +49,7 @@ export function isInitialized(dir: DataDir): boolean {
   return fs.existsSync(dir.keys);
 }
 
-async function makeTlsIdentity(name: string): Promise<{ keyPem: string; certPem: string }> {
+export async function makeTlsIdentity(name: string): Promise<{ keyPem: string; certPem: string }> {
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
