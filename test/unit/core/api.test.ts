@@ -128,6 +128,17 @@ describe('core/api codecs', () => {
     expect([out[0], out[32], out[64]]).to.deep.equal([1, 2, 3]);
   });
 
+  it('sortUniqueIds agrees with Buffer.compare on arbitrary ids (every byte value, shared prefixes, duplicates)', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ minLength: 32, maxLength: 32 }), { maxLength: 60 }), fc.array(fc.nat(), { maxLength: 20 }), (raw, dupIdx) => {
+      const ids = raw.map((a) => Buffer.from(a));
+      // ids that differ only late, and ids repeated
+      if (ids.length) ids.push(Buffer.concat([ids[0].subarray(0, 31), Buffer.from([ids[0][31] ^ 0x80])]));
+      for (const d of dupIdx) if (ids.length) ids.push(ids[d % ids.length]);
+      const want = [...new Map(ids.map((b) => [b.toString('hex'), b])).values()].sort(Buffer.compare);
+      expect(sortUniqueIds(Buffer.concat(ids)).equals(Buffer.concat(want))).to.equal(true);
+    }), { numRuns: 300 });
+  });
+
   it('CLI value parsers reject nonsense', () => {
     expect(parseDuration('90s')).to.equal(90_000);
     expect(parseDuration('2h')).to.equal(7_200_000);
