@@ -7,6 +7,25 @@ import { clientFor } from '../../src/agent/pair';
 import { BoxClient } from '../../src/agent/box-client';
 
 /** A real box (cairnd process) and a real agent home in a temp dir, for integration tests. */
+/**
+ * Bytes of the blobs published in a chunk store (its chunks/ and packs/ directories): what has
+ * landed durably. Blobs still under tmp/ are not counted.
+ */
+export function publishedBlobBytes(storeDir: string): number {
+  let bytes = 0;
+  const walk = (d: string): void => {
+    if (!fs.existsSync(d)) return;
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else bytes += fs.statSync(p).size;
+    }
+  };
+  walk(path.join(storeDir, 'chunks'));
+  walk(path.join(storeDir, 'packs'));
+  return bytes;
+}
+
 export class Harness {
   readonly work: string;
   readonly data: string;

@@ -2,28 +2,11 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { Harness } from './harness';
+import { Harness, publishedBlobBytes } from './harness';
 import { CAIRN } from '../../scripts/lib/procs';
 import { Prng } from '../../scripts/lib/sample';
 import { compareTrees } from '../../scripts/lib/tree';
 
-function countChunks(dir: string): { n: number; bytes: number } {
-  let n = 0;
-  let bytes = 0;
-  const walk = (d: string): void => {
-    if (!fs.existsSync(d)) return;
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else {
-        n++;
-        bytes += fs.statSync(p).size;
-      }
-    }
-  };
-  walk(dir);
-  return { n, bytes };
-}
 
 describe('integration: an interrupted backup resumes without resending what landed', function () {
   this.timeout(180_000);
@@ -43,20 +26,19 @@ describe('integration: an interrupted backup resumes without resending what land
     }
     const total = 12 * 12 * 1024 * 1024;
     const agent = spawn(process.execPath, [CAIRN, 'backup', src, '--source', 'r', '--threads', '1'], { env: { ...process.env, ...h.env }, stdio: 'ignore' });
-    const chunksDir = path.join(h.data, 'chunks');
     const deadline = Date.now() + 60_000;
-    while (countChunks(chunksDir).bytes < total * 0.25 && Date.now() < deadline && agent.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    while (publishedBlobBytes(h.data) < total * 0.25 && Date.now() < deadline && agent.exitCode === null) await new Promise((r) => setTimeout(r, 20));
     agent.kill('SIGKILL');
     await new Promise((r) => agent.once('exit', r));
-    const landed = countChunks(chunksDir);
-    expect(landed.bytes, 'some chunks landed before the kill').to.be.greaterThan(total * 0.2);
-    expect(landed.bytes, 'the kill came before the end').to.be.lessThan(total * 0.95);
+    const landed = publishedBlobBytes(h.data);
+    expect(landed, 'some chunks landed before the kill').to.be.greaterThan(total * 0.2);
+    expect(landed, 'the kill came before the end').to.be.lessThan(total * 0.95);
     expect((await h.cairnJson<unknown[]>(['snapshots'])).length, 'no snapshot from the killed run').to.equal(0);
 
     const r = await h.cairnJson<{ snapshot: string; bytes_uploaded: number; bytes_read: number }>(['backup', src, '--source', 'r']);
     expect(r.bytes_read).to.equal(total);
     // what landed before the kill is not sent again (allow for the manifest and batch granularity)
-    expect(r.bytes_uploaded).to.be.lessThan(total - landed.bytes * 0.9 + 1024 * 1024);
+    expect(r.bytes_uploaded).to.be.lessThan(total - landed * 0.9 + 1024 * 1024);
     expect(fs.readdirSync(path.join(h.home, 'tmp')), 'the killed run\'s spool file was cleaned').to.deep.equal([]);
     const out = h.path('out');
     const rr = await h.cairn(['restore', r.snapshot, '--target', out]);

@@ -15,8 +15,17 @@ import type { BackupStats, ManifestRef, SnapshotInfo } from '../../core/api';
 import { Mutex } from './mutex';
 import { sortedContains } from './refs';
 
-/** Blobs smaller than this share pack files (see blob-store.ts). */
-export const PACK_MAX_BLOB = 512 * 1024;
+/**
+ * Blobs smaller than this share pack files (see blob-store.ts): every chunk-sized blob, so an
+ * upload of two or more new blobs becomes one pack file, and only a blob uploaded alone is a
+ * file of its own. Until 0.1 only blobs under 512 KiB were packed: a 1 GB first backup wrote
+ * 475 loose files and 93 packs, each file a create, an fsync, a link and a directory fsync on
+ * the data disk. With every blob in packs (about 200 files), 3 alternating pairs of first
+ * backups on ext4 took 10.1 s against 11.3 s, cairnd's CPU 5.2 s against 5.7 s. A pack keeps
+ * its dead blobs until it is emptied or less than half of it is live (GC then rewrites it);
+ * an upload's blobs mostly come from the same files and die together.
+ */
+export const PACK_MAX_BLOB = 16 * 1024 * 1024;
 
 /** Blobs of one upload, written under tmp/ and not yet published. */
 interface StagedJob {

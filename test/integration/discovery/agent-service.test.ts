@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Harness } from '../harness';
+import { Harness, publishedBlobBytes } from '../harness';
 import { CAIRN, startDaemon } from '../../../scripts/lib/procs';
 import { Prng } from '../../../scripts/lib/sample';
 import { compareTrees } from '../../../scripts/lib/tree';
@@ -12,19 +12,6 @@ import { events, waitFor } from './netlab';
 
 /** The agent service as real processes on loopback (a box paired over 127.0.0.1 is never looked for with mDNS). */
 
-function storedBytes(dir: string): number {
-  let bytes = 0;
-  const walk = (d: string): void => {
-    if (!fs.existsSync(d)) return;
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else bytes += fs.statSync(p).size;
-    }
-  };
-  walk(dir);
-  return bytes;
-}
 
 function startAgent(h: Harness, args: string[]): { output: () => string; exited: Promise<number | null>; kill: (s: NodeJS.Signals) => void } {
   const p = spawn(process.execPath, [CAIRN, 'agent', 'run', ...args], { env: { ...process.env, ...h.env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -51,13 +38,12 @@ describe('integration: the agent service on loopback', function () {
     for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), rng.bytes(8 * 1024 * 1024));
     const total = 8 * 8 * 1024 * 1024;
     expect((await h.cairn(['schedule', 'add', src, '--source', 'big', '--every', '1h'])).code).to.equal(0);
-    const chunks = path.join(h.data, 'chunks');
     const agent = startAgent(h, ['--threads', '1']);
-    await waitFor('a quarter of the data on the box', () => storedBytes(chunks) > total * 0.25, 60_000);
+    await waitFor('a quarter of the data on the box', () => publishedBlobBytes(h.data) > total * 0.25, 60_000);
     const tSig = Date.now();
     agent.kill('SIGTERM');
     expect(await agent.exited, agent.output()).to.equal(0);
-    const landed = storedBytes(chunks);
+    const landed = publishedBlobBytes(h.data);
     console.log(`      SIGTERM at ${Math.round((landed / total) * 100)}% landed; the agent exited ${Date.now() - tSig} ms later`);
     const ev = events(agent.output()).map((e) => e.event);
     expect(ev).to.include.members(['service.stopping', 'backup.interrupted', 'service.stopped']);
