@@ -73,27 +73,17 @@ export class AnswerParser {
         case 'head':
           i = this.gatherHead(piece, i);
           break;
-        case 'length': {
-          const n = Math.min(this.left, piece.length - i);
-          this.left -= n;
-          const part = piece.subarray(i, i + n);
-          i += n;
-          this.on.body(part);
+        case 'length':
+          i = this.bodyBytes(piece, i);
           if (this.left === 0) this.finish();
           break;
-        }
         case 'size':
           i = this.gatherLine(piece, i, MAX_SIZE_LINE, 'a chunk size line is too long', (l) => this.sizeLine(l));
           break;
-        case 'data': {
-          const n = Math.min(this.left, piece.length - i);
-          this.left -= n;
-          const part = piece.subarray(i, i + n);
-          i += n;
-          this.on.body(part);
+        case 'data':
+          i = this.bodyBytes(piece, i);
           if (this.left === 0) this.state = 'data-crlf';
           break;
-        }
         case 'data-crlf':
           i = this.gatherLine(piece, i, 2, 'a chunk is not followed by CRLF', (l) => {
             if (l.length !== 0) throw bad('a chunk is longer than its size line says');
@@ -110,6 +100,14 @@ export class AnswerParser {
       }
     }
     return i;
+  }
+
+  /** Hands on up to `left` body bytes from `i` (a view, no copy); returns where it stopped. */
+  private bodyBytes(piece: Buffer, i: number): number {
+    const n = Math.min(this.left, piece.length - i);
+    this.left -= n;
+    this.on.body(piece.subarray(i, i + n));
+    return i + n;
   }
 
   private finish(): void {
