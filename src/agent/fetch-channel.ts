@@ -70,7 +70,6 @@ export class FetchChannel {
       let keep = true;
       const errBody: Buffer[] = [];
       let errBytes = 0;
-      let sinkErr: unknown;
       const parser = new AnswerParser({
         head: (h) => {
           status = h.status;
@@ -78,12 +77,7 @@ export class FetchChannel {
         },
         body: (piece) => {
           if (status >= 200 && status < 300) {
-            try {
-              sink(piece);
-            } catch (err) {
-              sinkErr = err;
-              throw err;
-            }
+            sink(piece); // a throw ends the request with this error (onBytes)
             return;
           }
           errBytes += piece.length;
@@ -100,7 +94,7 @@ export class FetchChannel {
           if (status >= 200 && status < 300) resolve();
           else reject(errorFromResponse({ status, body: Buffer.concat(errBody) }));
         },
-        reject: (err) => reject(sinkErr ?? err),
+        reject,
         retry: () => {
           this.post(path, body, sink).then(resolve, reject);
         },
