@@ -78,6 +78,26 @@ export async function sendParts(res: http.ServerResponse, parts: Buffer[], group
   res.end(); // end() uncorks
 }
 
+/**
+ * A binary answer held in one buffer, written in slices of `slice` bytes, each once the socket
+ * has taken the one before: the TLS layer then encrypts every slice from where it lies (it
+ * gathers several pending writes into a buffer of its own first), and no more than one slice
+ * waits encrypted behind the socket. Resolves when the answer is written or the client is gone.
+ */
+export async function sendSlices(res: http.ServerResponse, data: Buffer, slice = 256 * 1024): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length });
+  for (let at = 0; at < data.length; at += slice) {
+    const last = at + slice >= data.length;
+    const part = data.subarray(at, Math.min(at + slice, data.length));
+    if (last) {
+      res.end(part);
+      return;
+    }
+    if (!res.write(part) && !(await drained(res))) return;
+  }
+  res.end();
+}
+
 /** Waits for 'drain'; false when the response closes first (the client went away). */
 function drained(res: http.ServerResponse): Promise<boolean> {
   if (res.destroyed) return Promise.resolve(false);

@@ -13,7 +13,7 @@ import { isChunkIdHex } from '../../core/chunk-id';
 import { AgentRow } from '../store/catalog';
 import { MAX_CHUNK_BLOB } from '../../core/chunk-codec';
 import { storeError } from '../store/durable';
-import { parseJson, readBody, sendBinary, sendJson, sendParts } from './http-util';
+import { parseJson, readBody, sendBinary, sendJson, sendParts, sendSlices } from './http-util';
 import type { StoreSpace } from '../store/space';
 import type { PeerSpace } from '../secondary/peer-spaces';
 import { NAMESPACE_HEADER } from '../../core/peer-api';
@@ -343,9 +343,14 @@ export class ApiServer {
     const ids = decodeIdList(await readBody(req, MAX_FETCH_IDS * 32), MAX_FETCH_IDS);
     const store = ctx.space.store;
     // Only chunks this snapshot references are served; others answer empty (the agent then asks alone and gets the error).
-    const allowed: (Buffer | null)[] = [];
-    for (const id of ids) allowed.push((await store.snapshotReferences(snapId, id)) ? id : null);
-    const blobs = await store.getBlobs(allowed, FETCH_ANSWER_BYTES);
+    const allowed: boolean[] = [];
+    for (const id of ids) allowed.push(await store.snapshotReferences(snapId, id));
+    const framed = await store.getFramed(ids, allowed, FETCH_ANSWER_BYTES);
+    if (framed) {
+      await sendSlices(res, framed.answer);
+      return;
+    }
+    const blobs = await store.getBlobs(ids.map((id, i) => (allowed[i] ? id : null)), FETCH_ANSWER_BYTES);
     const out = blobs.map((blob, i) => ({ id: ids[i], blob: blob ?? EMPTY }));
     await sendParts(res, encodeUploadBatch(out));
     // No collection is forced for the answer's buffers: V8 counts their memory. Forcing one every

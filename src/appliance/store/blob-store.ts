@@ -109,6 +109,24 @@ export class LocalBlobStore implements BlobStore {
 
   /** Reads one blob out of a pack (file handles of recently read packs stay open). */
   async getPacked(name: string, offset: number, size: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(size);
+    await this.readPackedInto(name, offset, [buf]);
+    return buf;
+  }
+
+  /**
+   * Reads the pack's bytes from `offset` on into `views`, one after another, with one call
+   * (preadv): neighbouring blobs land straight in their places of a caller's buffer.
+   */
+  async readPackedInto(name: string, offset: number, views: Buffer[]): Promise<void> {
+    const fh = await this.openPack(name);
+    const want = views.reduce((n, v) => n + v.length, 0);
+    const { bytesRead } = views.length === 1 ? await fh.read(views[0], 0, want, offset) : await fh.readv(views, offset);
+    if (bytesRead !== want) throw ioError(`reading pack ${name}`, new Error(`short read: ${bytesRead} of ${want} bytes`));
+  }
+
+  /** An open handle on a pack; handles of the 32 most recently opened stay open. */
+  private openPack(name: string): Promise<fs.promises.FileHandle> {
     let fhp = this.openPacks.get(name);
     if (!fhp) {
       fhp = fs.promises.open(this.packPath(name), 'r');
@@ -120,11 +138,7 @@ export class LocalBlobStore implements BlobStore {
         old.then((h) => h.close(), () => undefined).catch(() => undefined);
       }
     }
-    const fh = await fhp;
-    const buf = Buffer.allocUnsafe(size);
-    const { bytesRead } = await fh.read(buf, 0, size, offset);
-    if (bytesRead !== size) throw ioError(`reading pack ${name}`, new Error(`short read: ${bytesRead} of ${size} bytes`));
-    return buf;
+    return fhp;
   }
 
   async removePack(name: string): Promise<void> {
@@ -277,10 +291,16 @@ export class LocalBlobStore implements BlobStore {
 
   async get(id: Buffer, size?: number): Promise<Buffer> {
     if (size === undefined) return fs.promises.readFile(this.pathOf(id));
-    // The catalog knows the size: one read instead of readFile's fstat and 512 KiB steps.
+    const buf = Buffer.allocUnsafe(size);
+    await this.readInto(id, buf);
+    return buf;
+  }
+
+  /** Reads a loose blob whose size the catalog knows into `buf` (exactly that size): one read instead of readFile's fstat and 512 KiB steps. */
+  async readInto(id: Buffer, buf: Buffer): Promise<void> {
+    const size = buf.length;
     const fh = await fs.promises.open(this.pathOf(id), 'r');
     try {
-      const buf = Buffer.allocUnsafe(size);
       let got = 0;
       while (got < size) {
         const { bytesRead } = await fh.read(buf, got, size - got, got);
@@ -288,7 +308,6 @@ export class LocalBlobStore implements BlobStore {
         got += bytesRead;
       }
       if (got !== size) throw ioError(`reading chunk ${id.toString('hex').slice(0, 16)}`, new Error(`short read: ${got} of ${size} bytes`));
-      return buf;
     } finally {
       await fh.close();
     }
