@@ -15,6 +15,7 @@
 // old generation grew to 26-37 MB between collections. Peak RSS of a 1 GB first backup fell
 // from 200 MB to 176-183 MB (4 runs), restore from 175 to 169, with no time lost in either.
 // Test and bench launchers read the flags and the environment from this line (scripts/lib/procs.ts launchOf).
+import './prewarm-start'; // first: starts the command's worker threads (see prewarm.ts)
 import { CairnError } from '../core/errors';
 import { formatBytes, parseCli, parseHostPort, runMain } from '../core/cli';
 import { DEFAULT_PORT, SnapshotInfo } from '../core/api';

@@ -1,11 +1,10 @@
-import os from 'node:os';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CairnError, CairnErrorCode } from '../core/errors';
 import { DataKeys, dataKeysToJson } from '../core/keys';
 import type { RestoreWorkerReply, RestoreWorkerRequest } from './restore-worker';
 import { ThreadOutbox } from './thread-outbox';
 import type { BoxClient } from './box-client';
+import { defaultRestoreThreads, takeWorker } from './prewarm';
 
 /** One regular file to restore. */
 export interface FileJob {
@@ -80,11 +79,10 @@ export class RestorePool {
   private failed: Error | undefined;
 
   constructor(client: BoxClient, snapshot: string, keys: DataKeys, private readonly onBytes: (bytes: number) => void, opts: { threads?: number } = {}) {
-    // One worker per core (at least two: file creation is mostly kernel time and can wait on directory locks).
-    const threads = opts.threads ?? Math.max(2, Math.min(os.availableParallelism(), 4));
+    const threads = opts.threads ?? defaultRestoreThreads();
     const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(path.join(__dirname, 'restore-worker.js'));
+      const w = takeWorker('restore-worker.js');
       const init: RestoreWorkerRequest[] = [{ type: 'init', keys: dataKeysToJson(keys), isRoot, box: client.spec, snapshot }];
       w.postMessage(init);
       w.on('message', (replies: RestoreWorkerReply[]) => replies.forEach((m) => this.onMessage(m)));

@@ -1,5 +1,3 @@
-import os from 'node:os';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ChunkKind } from '../core/chunk-codec';
 import { DataKeys, dataKeysToJson } from '../core/keys';
@@ -7,6 +5,7 @@ import type { FileJob, WorkerInit, WorkerMessage } from './chunk-worker';
 import type { VolumeDone, VolumeJob } from './volume/volume-job';
 import { ThreadOutbox } from './thread-outbox';
 import { createRing, RingReader } from './blob-ring';
+import { defaultChunkThreads, takeWorker } from './prewarm';
 
 /** each worker's blob ring (see blob-ring.ts): blobs of up to half of it are sealed into it */
 const RING_BYTES = 8 * 1024 * 1024;
@@ -58,11 +57,11 @@ export class WorkerPool {
   private readonly outbox: ThreadOutbox<FileJob | VolumeJob>;
 
   constructor(keys: DataKeys, opts: { threads?: number; inflightLimitBytes?: number } = {}) {
-    const threads = opts.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
+    const threads = opts.threads ?? defaultChunkThreads();
     const sab = new SharedArrayBuffer(4);
     this.inflight = new Int32Array(sab);
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(path.join(__dirname, 'chunk-worker.js'));
+      const w = takeWorker('chunk-worker.js');
       const ring = createRing(RING_BYTES);
       this.rings.push(new RingReader(ring));
       const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024, ring };
