@@ -248,7 +248,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
       if (cached && cached.size === Number(st.size) && cached.mtimeNs === mtimeNs && cached.ctimeNs === ctimeNs && cached.ino === ino && !(absent && lacksAny(absent, cached.chunks))) {
         base.chunks = cached.chunks;
         for (let off = 0; off < cached.chunks.length; off += CHUNK_REF_BYTES) refs.add(cached.chunks.subarray(off, off + CHUNK_ID_BYTES));
-        cache.stage(source, abs, cached);
+        cache.keep(source, abs);
         ready = Promise.resolve();
       } else {
         const chunks: ChunkOut[] = [];

@@ -3,9 +3,10 @@ import Database from 'better-sqlite3';
 /**
  * Files cache: for each source, the (size, mtime, ctime, inode) of every file seen at the last
  * committed backup and its chunk list. A file whose four values are unchanged is not read
- * again. Rows of a running backup go to `staged` and replace the source's rows only once the
- * snapshot is committed, so an interrupted run never leaves the cache pointing at chunks the
- * box may not hold.
+ * again. Rows of new and changed files go to `staged`, and unchanged files' rows are marked
+ * with the run's generation; only once the snapshot is committed do the staged rows replace
+ * the source's others, so an interrupted run never leaves the cache pointing at chunks the box
+ * may not hold.
  */
 export interface CachedFile {
   size: number;
@@ -15,28 +16,66 @@ export interface CachedFile {
   chunks: Buffer;
 }
 
+/** version of the cache's tables (PRAGMA user_version): 1 added files.gen */
+const CACHE_VERSION = 1;
+/** writes queued before they go to the database in one transaction */
+const FLUSH_ROWS = 2000;
+
 export class FilesCache {
   private readonly db: Database.Database;
   private readonly getStmt: Database.Statement<[string, Buffer], CachedFile>;
   private readonly stageStmt: Database.Statement<[string, Buffer, number, string, string, string, Buffer]>;
+  private readonly keepStmt: Database.Statement<[number, string, Buffer]>;
   private pendingStage: [string, Buffer, number, string, string, string, Buffer][] = [];
+  private pendingKeep: [number, string, Buffer][] = [];
+  /** this run's generation (see keep) */
+  private run = 0;
+  /** lookups share a read transaction until the next write (one per lookup cost 40% more) */
+  private reading = false;
 
   constructor(file: string) {
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 10000');
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS files (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
-        ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS staged (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
-        ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS targets (source TEXT PRIMARY KEY, target TEXT NOT NULL);`);
+    this.migrate();
     this.getStmt = this.db.prepare('SELECT size, mtime AS mtimeNs, ctime AS ctimeNs, ino, chunks FROM files WHERE source = ? AND path = ?');
     this.stageStmt = this.db.prepare('INSERT OR REPLACE INTO staged (source, path, size, mtime, ctime, ino, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.keepStmt = this.db.prepare('UPDATE files SET gen = ? WHERE source = ? AND path = ?');
+  }
+
+  /**
+   * Version 0 (until this change) had no files.gen: the column is added, and every row starts in
+   * generation 0. A cache written by a newer agent is dropped and built again (it is only a
+   * cache: the next backup reads every file).
+   */
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    this.db.transaction(() => {
+      if (version > CACHE_VERSION) this.db.exec('DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS staged;');
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS files (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
+          ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, gen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, path)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS staged (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
+          ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS targets (source TEXT PRIMARY KEY, target TEXT NOT NULL);`);
+      const cols = this.db.prepare('SELECT name FROM pragma_table_info(\'files\')').pluck().all() as string[];
+      if (!cols.includes('gen')) this.db.exec('ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0');
+      if (version !== CACHE_VERSION) this.db.pragma(`user_version = ${CACHE_VERSION}`);
+    })();
+  }
+
+  private endRead(): void {
+    if (!this.reading) return;
+    this.reading = false;
+    this.db.exec('COMMIT');
   }
 
   lookup(source: string, path: Buffer): CachedFile | undefined {
+    if (!this.reading) {
+      this.db.exec('BEGIN');
+      this.reading = true;
+    }
     return this.getStmt.get(source, path);
   }
 
@@ -45,29 +84,57 @@ export class FilesCache {
     return this.db.prepare('SELECT 1 FROM files WHERE source = ? LIMIT 1').get(source) !== undefined;
   }
 
+  /**
+   * A run starts: what an interrupted one staged goes, and this run takes the next
+   * generation number. Rows it keeps (unchanged files) are marked with that number; commitRun
+   * drops the source's rows that were not kept.
+   */
   beginRun(source: string): void {
+    this.endRead();
+    this.pendingStage = [];
+    this.pendingKeep = [];
     this.db.prepare('DELETE FROM staged WHERE source = ?').run(source);
+    const last = this.db.prepare('SELECT max(gen) FROM files WHERE source = ?').pluck().get(source) as number | null;
+    this.run = (last ?? 0) + 1;
   }
 
+  /** A new or changed file: its row replaces the cached one once the snapshot is committed. */
   stage(source: string, path: Buffer, f: CachedFile): void {
     this.pendingStage.push([source, path, f.size, f.mtimeNs, f.ctimeNs, f.ino, f.chunks]);
-    if (this.pendingStage.length >= 2000) this.flush();
+    if (this.pendingStage.length + this.pendingKeep.length >= FLUSH_ROWS) this.flush();
+  }
+
+  /**
+   * An unchanged file: its cached row stays as it is, marked with this run's generation.
+   * Staging a copy of every unchanged row, then replacing all of the source's rows with the
+   * staged ones at commit, cost a 21,000-file backup with nothing changed about 0.3 s (of 2.5).
+   * Marking a row changes nothing a later run relies on: an interrupted run leaves rows whose
+   * content is as it was.
+   */
+  keep(source: string, path: Buffer): void {
+    this.pendingKeep.push([this.run, source, path]);
+    if (this.pendingStage.length + this.pendingKeep.length >= FLUSH_ROWS) this.flush();
   }
 
   private flush(): void {
+    this.endRead();
     const rows = this.pendingStage;
+    const keeps = this.pendingKeep;
     this.pendingStage = [];
+    this.pendingKeep = [];
+    if (!rows.length && !keeps.length) return;
     this.db.transaction(() => {
       for (const r of rows) this.stageStmt.run(...r);
+      for (const k of keeps) this.keepStmt.run(...k);
     })();
   }
 
-  /** The snapshot is committed: the staged rows become the cache for this source. */
+  /** The snapshot is committed: the source's cache becomes the rows kept by this run and the staged ones. */
   commitRun(source: string): void {
     this.flush();
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM files WHERE source = ?').run(source);
-      this.db.prepare('INSERT INTO files SELECT * FROM staged WHERE source = ?').run(source);
+      this.db.prepare('DELETE FROM files WHERE source = ? AND gen <> ?').run(source, this.run);
+      this.db.prepare('INSERT OR REPLACE INTO files (source, path, size, mtime, ctime, ino, chunks, gen) SELECT source, path, size, mtime, ctime, ino, chunks, ? FROM staged WHERE source = ?').run(this.run, source);
       this.db.prepare('DELETE FROM staged WHERE source = ?').run(source);
     })();
   }
@@ -78,22 +145,27 @@ export class FilesCache {
   }
 
   setTarget(source: string, target: string): void {
+    this.endRead();
     this.db.prepare('INSERT INTO targets (source, target) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET target = excluded.target').run(source, target);
   }
 
   /** Every chunk list of a source's cache, one row at a time (bounded memory). */
   *chunkLists(source: string): Generator<Buffer> {
+    this.endRead();
     for (const r of this.db.prepare('SELECT chunks FROM files WHERE source = ?').raw().iterate(source) as IterableIterator<[Buffer]>) yield r[0];
   }
 
   /** Forget a source (used when the box reports that chunks the cache relies on are gone). */
   invalidate(source: string): void {
+    this.endRead();
     this.pendingStage = [];
+    this.pendingKeep = [];
     this.db.prepare('DELETE FROM files WHERE source = ?').run(source);
     this.db.prepare('DELETE FROM staged WHERE source = ?').run(source);
   }
 
   close(): void {
+    this.endRead();
     this.db.close();
   }
 }
