@@ -197,12 +197,10 @@ export class ChunkStore {
   private async checkForeignRefs(refs: Buffer, committer: string): Promise<void> {
     // Usually nobody else has unchecked uploads: then there is nothing to look up per ref.
     if (!this.keys || !this.catalog.hasUncheckedFrom(committer)) return;
-    const foreign: Buffer[] = [];
-    for (let off = 0; off + CHUNK_ID_BYTES <= refs.length; off += CHUNK_ID_BYTES) {
-      const id = refs.subarray(off, off + CHUNK_ID_BYTES);
-      const owner = this.catalog.chunkOwner(id);
-      if (owner && owner !== committer) foreign.push(id);
-    }
+    const ids: Buffer[] = [];
+    for (let off = 0; off + CHUNK_ID_BYTES <= refs.length; off += CHUNK_ID_BYTES) ids.push(refs.subarray(off, off + CHUNK_ID_BYTES));
+    const owners = this.catalog.chunkOwners(ids);
+    const foreign = ids.filter((_, i) => owners[i] && owners[i] !== committer);
     const bad = await this.check(foreign);
     if (bad.length) {
       throw new CairnError('CAIRN_SNAPSHOT_INCOMPLETE', `snapshot refused: ${bad.length} referenced chunks were damaged and are quarantined; upload them and commit again`, { missing: bad.map((b) => b.toString('hex')) });
@@ -607,16 +605,10 @@ export class ChunkStore {
 
   private async commitLocked(c: SnapshotCommitInput & { id?: string; createdAt?: number }): Promise<SnapshotInfo> {
     const n = c.refs.length / CHUNK_ID_BYTES;
-    const missing: string[] = [];
-    for (let i = 0; i < n; i++) {
-      const id = c.refs.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
-      const owner = this.catalog.chunkOwner(id);
-      // Absent, or uploaded unchecked by another agent since checkForeignRefs ran (a race): upload and commit again.
-      if (owner === undefined || (owner !== null && owner !== c.agentId && this.keys)) {
-        missing.push(id.toString('hex'));
-        if (missing.length >= 1000) break;
-      }
-    }
+    const ids: Buffer[] = [];
+    for (let i = 0; i < n; i++) ids.push(c.refs.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES));
+    // Absent, or uploaded unchecked by another agent since checkForeignRefs ran (a race): upload and commit again.
+    const missing = this.catalog.unusableRefs(ids, c.agentId, !!this.keys, 1000).map((id) => id.toString('hex'));
     for (const m of c.manifest) {
       if (!sortedContains(c.refs, Buffer.from(m.id, 'hex'))) missing.push(m.id);
     }
