@@ -337,7 +337,8 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
     while (queue.length) await writeHead();
     // Entries that could not be read were flagged while waiting; they are simply not in the manifest.
     flushSpool();
-    fs.fsyncSync(manifestFd);
+    // No fsync: the spool is read back from the page cache by a worker and removed at the end;
+    // after a crash it is garbage (removeStaleSpools).
     fs.closeSync(manifestFd);
 
     phase = 'manifest';

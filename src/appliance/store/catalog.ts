@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { createHash, randomBytes } from 'node:crypto';
 import { CairnError } from '../../core/errors';
@@ -131,7 +132,7 @@ export class Catalog {
   private readonly locateStmt: Database.Statement<[Buffer], ChunkLocation>;
   private readonly seeChunk: Database.Statement<[number, Buffer]>;
 
-  constructor(file: string, opts: { readonly?: boolean } = {}) {
+  constructor(private readonly file: string, opts: { readonly?: boolean } = {}) {
     this.db = new Database(file, { readonly: opts.readonly ?? false });
     this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     if (!opts.readonly) {
@@ -585,6 +586,37 @@ export class Catalog {
     }
   }
 
+
+  private walSync: Promise<void> | undefined;
+  private walSyncAgain = false;
+
+  /**
+   * Flushes the WAL to disk on the thread pool, in the background (addChunks commits without an
+   * fsync). The snapshot commit's own fsync then finds little left to write: on the event loop
+   * it flushed a whole backup's chunk rows (26 MB of WAL per GB), about 100 ms at the end of a
+   * 1 GB first backup. An fsync only makes written pages durable sooner; SQLite relies on
+   * nothing this changes.
+   */
+  syncWalBehind(): void {
+    if (this.walSync) {
+      this.walSyncAgain = true;
+      return;
+    }
+    this.walSync = (async (): Promise<void> => {
+      do {
+        this.walSyncAgain = false;
+        let fh: fs.promises.FileHandle | undefined;
+        try {
+          fh = await fs.promises.open(`${this.file}-wal`, 'r');
+          await fh.datasync();
+        } catch {
+          /* no WAL file (folded and removed) or closed: nothing to flush */
+        } finally {
+          await fh?.close().catch(() => undefined);
+        }
+      } while (this.walSyncAgain);
+    })().finally(() => (this.walSync = undefined));
+  }
 
   /** Deletes chunk rows that were not seen since `cutoff`; returns the rows actually deleted. */
   deleteChunkRows(ids: Buffer[], cutoff: number): { id: Buffer; size: number; pack: string | null }[] {

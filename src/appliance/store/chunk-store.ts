@@ -389,6 +389,7 @@ export class ChunkStore {
         try {
           await this.blobs.syncStaged(jobs.flatMap((j) => [...j.staged.map((st) => st.tmp), ...(j.pack ? [j.pack.tmp] : [])]));
           await this.commitLock.run(async () => this.publishAndRecord(jobs));
+          this.catalog.syncWalBehind();
         } catch (err) {
           failure = { err };
         }
