@@ -14,7 +14,7 @@ import { DataDir } from './data-dir';
 import { fingerprint, isInitialized } from './identity';
 import { activateFromCli, runSetupMode } from './setup-mode';
 import { adminCall, listenAdminSocket } from './admin/admin-socket';
-import { Box, HW_PROFILE_NAMES, writeBoxConfig } from './box';
+import { Box, HW_PROFILE_NAMES } from './box';
 import { createHardware, HwProfile, runHwCommand } from '../hw';
 import { ApiServer } from './api/server';
 import { DEFAULT_PORT } from '../core/api';

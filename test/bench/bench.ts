@@ -302,7 +302,7 @@ class CairnDriver implements ToolDriver {
   agentNodeArgs: string[] = [];
   boxNodeArgs: string[] = [];
 
-  constructor(private readonly dir: string, private readonly src: string) {
+  constructor(dir: string, private readonly src: string) {
     this.data = path.join(dir, 'box');
     this.env = { CAIRN_HOME: path.join(dir, 'agent'), CAIRN_LOG_LEVEL: 'warn' };
   }

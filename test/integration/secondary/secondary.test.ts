@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { CAIRN, CAIRND, Daemon, run, RunResult, runJson, startDaemon } from '../../../scripts/lib/procs';
 import { generateSample, Prng, textBytes } from '../../../scripts/lib/sample';
-import { compareTrees, treeDigest } from '../../../scripts/lib/tree';
+import { treeDigest } from '../../../scripts/lib/tree';
 import { newRecoveryKey } from '../../../src/core/recovery-key';
 import { AgentHome } from '../../../src/agent/state';
 import { BoxClient } from '../../../src/agent/box-client';

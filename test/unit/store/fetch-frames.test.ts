@@ -73,7 +73,7 @@ describe('chunk store: fetch answers framed in one buffer', () => {
     expect(framed!.count).to.equal(ids.length);
     expect(framed!.answer.equals(await reference(ids, allowed, 1 << 30))).to.equal(true);
     // an unknown or refused id gets an empty frame, in its place
-    const at = (k: number): number => ids.slice(0, k).reduce((n, id, i) => n + 36 + (allowed[i] ? order[i].blob.length : 0), 0);
+    const at = (k: number): number => ids.slice(0, k).reduce((n, _id, i) => n + 36 + (allowed[i] ? order[i].blob.length : 0), 0);
     expect(framed!.answer.readUInt32LE(at(4) + 32)).to.equal(0);
     expect(framed!.answer.readUInt32LE(at(8) + 32)).to.equal(0);
     expect(framed!.answer.subarray(at(8), at(8) + 32).equals(unknown)).to.equal(true);
