@@ -82,71 +82,60 @@ describe('catalog durability levels', () => {
   });
 });
 
-describe('catalog: chunk owners looked up in batches', () => {
-  it('chunkOwners answers as chunkOwner does for each id, in order, across batch edges', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-catalog-owners-'));
-    const catalog = new Catalog(path.join(dir, 'catalog.db'));
-    try {
-      const agent = (name: string): string => {
-        const t = randomBytes(8).toString('hex');
-        const secret = randomBytes(32);
-        catalog.createToken(t, secret, 60_000);
-        return catalog.redeemToken(t, secret, { name, host: name }).agent.id;
-      };
-      const a = agent('a');
-      const b = agent('b');
-      const ids: Buffer[] = [];
-      const rows: { id: Buffer; size: number; owner?: string }[] = [];
-      for (let i = 0; i < 1203; i++) {
-        const id = randomBytes(32);
-        ids.push(id);
-        if (i % 5 === 4) continue; // absent
-        rows.push({ id, size: 10, owner: i % 5 === 0 ? undefined : i % 5 === 1 ? a : b });
-      }
-      catalog.addChunks(rows);
-      ids.push(ids[3], ids[4]); // the same id twice in one list
-      const owners = catalog.chunkOwners(ids);
-      expect(owners).to.have.length(ids.length);
-      expect(owners).to.deep.equal(ids.map((id) => catalog.chunkOwner(id)));
-      expect(owners.filter((o) => o === undefined)).to.have.length(240 + 1);
-      expect(owners.filter((o) => o === null).length).to.be.greaterThan(200);
-      expect(owners.filter((o) => o === a).length).to.be.greaterThan(200);
-      expect(catalog.chunkOwners([])).to.deep.equal([]);
-    } finally {
-      catalog.db.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+describe('catalog: chunk rows looked up in batches', () => {
+  let dir: string;
+  let catalog: Catalog;
+  let a: string;
+  let b: string;
+  const agent = (name: string): string => {
+    const t = randomBytes(8).toString('hex');
+    const secret = randomBytes(32);
+    catalog.createToken(t, secret, 60_000);
+    return catalog.redeemToken(t, secret, { name, host: name }).agent.id;
+  };
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-catalog-batches-'));
+    catalog = new Catalog(path.join(dir, 'catalog.db'));
+    a = agent('a');
+    b = agent('b');
   });
-});
+  afterEach(() => {
+    catalog.db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
-describe('catalog: refs a snapshot cannot rely on', () => {
-  it('unusableRefs finds absent ids, and with `foreign` unchecked ones of other agents, as a per-id check would', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-catalog-refs-'));
-    const catalog = new Catalog(path.join(dir, 'catalog.db'));
-    try {
-      const agent = (name: string): string => {
-        const t = randomBytes(8).toString('hex');
-        const secret = randomBytes(32);
-        catalog.createToken(t, secret, 60_000);
-        return catalog.redeemToken(t, secret, { name, host: name }).agent.id;
-      };
-      const a = agent('a');
-      const b = agent('b');
-      const ids = Array.from({ length: 1700 }, () => randomBytes(32)).sort(Buffer.compare);
-      const absent = new Set([3, 499, 500, 1699]);
-      const byB = new Set([7, 1000, 1001]);
-      catalog.addChunks(ids.flatMap((id, i) => (absent.has(i) ? [] : [{ id, size: 1, owner: byB.has(i) ? b : i % 3 === 0 ? a : undefined }])));
-      const hex = (l: Buffer[]): string[] => l.map((x) => x.toString('hex'));
-      const pick = (set: Set<number>[]): string[] => hex(ids.filter((_, i) => set.some((s) => s.has(i))));
-      expect(hex(catalog.unusableRefs(ids, a, true, 1000))).to.deep.equal(pick([absent, byB]));
-      expect(hex(catalog.unusableRefs(ids, a, false, 1000)), 'a keyless store: only absent ones').to.deep.equal(pick([absent]));
-      expect(hex(catalog.unusableRefs(ids, b, true, 1000)).length, "a's unchecked chunks are foreign to b").to.be.greaterThan(500);
-      expect(catalog.unusableRefs(ids, a, true, 2)).to.have.length(2);
-      expect(catalog.unusableRefs(ids.slice(0, 3), a, true, 1000), 'a short last batch').to.deep.equal([]);
-      expect(catalog.unusableRefs([], a, true, 1000)).to.deep.equal([]);
-    } finally {
-      catalog.db.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+  it('chunkOwners answers as chunkOwner does for each id, in order, across batch edges', () => {
+    const ids: Buffer[] = [];
+    const rows: { id: Buffer; size: number; owner?: string }[] = [];
+    for (let i = 0; i < 1203; i++) {
+      const id = randomBytes(32);
+      ids.push(id);
+      if (i % 5 === 4) continue; // absent
+      rows.push({ id, size: 10, owner: i % 5 === 0 ? undefined : i % 5 === 1 ? a : b });
     }
+    catalog.addChunks(rows);
+    ids.push(ids[3], ids[4]); // the same id twice in one list
+    const owners = catalog.chunkOwners(ids);
+    expect(owners).to.have.length(ids.length);
+    expect(owners).to.deep.equal(ids.map((id) => catalog.chunkOwner(id)));
+    expect(owners.filter((o) => o === undefined)).to.have.length(240 + 1);
+    expect(owners.filter((o) => o === null).length).to.be.greaterThan(200);
+    expect(owners.filter((o) => o === a).length).to.be.greaterThan(200);
+    expect(catalog.chunkOwners([])).to.deep.equal([]);
+  });
+
+  it('unusableRefs finds absent ids, and with `foreign` unchecked ones of other agents, as a per-id check would', () => {
+    const ids = Array.from({ length: 1700 }, () => randomBytes(32)).sort(Buffer.compare);
+    const absent = new Set([3, 499, 500, 1699]);
+    const byB = new Set([7, 1000, 1001]);
+    catalog.addChunks(ids.flatMap((id, i) => (absent.has(i) ? [] : [{ id, size: 1, owner: byB.has(i) ? b : i % 3 === 0 ? a : undefined }])));
+    const hex = (l: Buffer[]): string[] => l.map((x) => x.toString('hex'));
+    const pick = (set: Set<number>[]): string[] => hex(ids.filter((_, i) => set.some((s) => s.has(i))));
+    expect(hex(catalog.unusableRefs(ids, a, true, 1000))).to.deep.equal(pick([absent, byB]));
+    expect(hex(catalog.unusableRefs(ids, a, false, 1000)), 'a keyless store: only absent ones').to.deep.equal(pick([absent]));
+    expect(hex(catalog.unusableRefs(ids, b, true, 1000)).length, "a's unchecked chunks are foreign to b").to.be.greaterThan(500);
+    expect(catalog.unusableRefs(ids, a, true, 2)).to.have.length(2);
+    expect(catalog.unusableRefs(ids.slice(0, 3), a, true, 1000), 'a short last batch').to.deep.equal([]);
+    expect(catalog.unusableRefs([], a, true, 1000)).to.deep.equal([]);
   });
 });
