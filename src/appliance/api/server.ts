@@ -345,13 +345,14 @@ export class ApiServer {
     // Only chunks this snapshot references are served; others answer empty (the agent then asks alone and gets the error).
     const allowed: boolean[] = [];
     for (const id of ids) allowed.push(await store.snapshotReferences(snapId, id));
-    const framed = await store.getFramed(ids, allowed, FETCH_ANSWER_BYTES);
-    if (framed) {
-      await sendSlices(res, framed.answer);
+    const { answer, count } = await store.getFramed(ids, allowed, FETCH_ANSWER_BYTES);
+    if (answer) {
+      await sendSlices(res, answer);
       return;
     }
-    const blobs = await store.getBlobs(ids.map((id, i) => (allowed[i] ? id : null)), FETCH_ANSWER_BYTES);
-    const out = blobs.map((blob, i) => ({ id: ids[i], blob: blob ?? EMPTY }));
+    // A read failed (a pack rewritten by GC meanwhile): each blob is looked up again on its own.
+    const out: { id: Buffer; blob: Buffer }[] = [];
+    for (let i = 0; i < count; i++) out.push({ id: ids[i], blob: allowed[i] ? await store.getBlob(ids[i]).catch(() => EMPTY) : EMPTY });
     await sendParts(res, encodeUploadBatch(out));
     // No collection is forced for the answer's buffers: V8 counts their memory. Forcing one every
     // 64 MiB cost cairnd about 10% of its CPU in a 1 GB restore (3 alternating pairs) and did

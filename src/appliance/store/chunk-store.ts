@@ -467,71 +467,16 @@ export class ChunkStore {
   }
 
   /**
-   * Blobs for a prefix of `ids`, in order, stopping once `maxBytes` are gathered (at least one);
-   * null where an id is null or its blob cannot be read. Neighbours in one pack (a restore asks
-   * in upload order, which is pack order) are read with one call and sliced: per-chunk reads
-   * were the box's largest cost when serving restores of small files (profiled).
-   */
-  async getBlobs(ids: (Buffer | null)[], maxBytes: number): Promise<(Buffer | null)[]> {
-    const locs = ids.map((id) => (id ? this.catalog.chunkLocation(id) : undefined));
-    const out: (Buffer | null)[] = [];
-    const reads: Promise<void>[] = [];
-    const one = (k: number): void => {
-      const id = ids[k];
-      out[k] = null;
-      if (id) reads.push(this.getBlob(id).then((b) => void (out[k] = b), () => undefined));
-    };
-    let bytes = 0;
-    let i = 0;
-    while (i < ids.length && (i === 0 || bytes < maxBytes)) {
-      const loc = locs[i];
-      if (!loc || loc.pack === null || loc.offset === null) {
-        one(i);
-        bytes += loc?.size ?? 0;
-        i++;
-        continue;
-      }
-      const start = loc.offset;
-      let end = start + loc.size;
-      let j = i + 1;
-      while (j < ids.length && bytes + (end - start) < maxBytes && locs[j]?.pack === loc.pack && locs[j]!.offset === end) end += locs[j++]!.size;
-      const first = i;
-      const last = j;
-      const pack = loc.pack;
-      reads.push(
-        this.blobs.getPacked(pack, start, end - start).then(
-          (range) => {
-            for (let k = first; k < last; k++) out[k] = range.subarray(locs[k]!.offset! - start, locs[k]!.offset! - start + locs[k]!.size);
-          },
-          // GC may have rewritten the pack meanwhile: each blob is looked up again on its own.
-          () => {
-            const again: Promise<void>[] = [];
-            for (let k = first; k < last; k++) {
-              out[k] = null;
-              again.push(this.getBlob(ids[k]!).then((b) => void (out[k] = b), () => undefined));
-            }
-            return Promise.all(again).then(() => undefined);
-          },
-        ),
-      );
-      bytes += end - start;
-      i = last;
-    }
-    for (let k = 0; k < i; k++) if (out[k] === undefined) out[k] = null;
-    await Promise.all(reads);
-    return out.slice(0, i);
-  }
-
-  /**
    * A fetch answer for a prefix of `ids` (stopping once `maxBytes` of blobs are in, at least
    * one), framed as encodeUploadBatch frames (id | u32 LE length | blob) in one buffer; an id
    * not `allowed` or not in the store gets an empty frame. Every blob is read straight into its
    * place, neighbours in one pack with one preadv, so the answer goes to the socket in slices
    * of one buffer: sent as many small parts, the TLS layer gathered each group of them into a
-   * buffer of its own first (the largest copy in cairnd's restore profile). Null when a read
-   * fails (GC may have rewritten a pack meanwhile): getBlobs then looks each blob up again.
+   * buffer of its own first (the largest copy in cairnd's restore profile). `answer` is null
+   * when a read fails (GC may have rewritten a pack meanwhile): the caller then looks each of
+   * the `count` blobs up again on its own (getBlob).
    */
-  async getFramed(ids: Buffer[], allowed: boolean[], maxBytes: number): Promise<{ answer: Buffer; count: number } | null> {
+  async getFramed(ids: Buffer[], allowed: boolean[], maxBytes: number): Promise<{ answer: Buffer | null; count: number }> {
     const locs: (ChunkLocation | undefined)[] = [];
     let bytes = 0;
     let total = 0;
@@ -578,7 +523,7 @@ export class ChunkStore {
     try {
       await Promise.all(reads);
     } catch {
-      return null;
+      return { answer: null, count: locs.length };
     }
     return { answer, count: locs.length };
   }
