@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import Database from 'better-sqlite3';
 import os from 'node:os';
 import path from 'node:path';
 import { CAIRN, CAIRND, Daemon, run, RunResult, runJson, startDaemon } from '../../scripts/lib/procs';
@@ -24,6 +25,30 @@ export function publishedBlobBytes(storeDir: string): number {
   walk(path.join(storeDir, 'chunks'));
   walk(path.join(storeDir, 'packs'));
   return bytes;
+}
+
+/**
+ * Flips one byte in the middle of the newest stored blob of at least `minSize` bytes of a chunk
+ * store (found in its catalog: a loose file under chunks/, or a range of a pack under packs/;
+ * which one depends on how the blob's upload was batched). Returns the blob's id and whether it
+ * was loose, or null when the store holds no such blob.
+ */
+export function flipStoredBlob(storeDir: string, minSize: number): { id: string; loose: string | null } | null {
+  const db = new Database(path.join(storeDir, 'catalog.db'), { readonly: true });
+  let row: { id: Buffer; size: number; pack: string | null; offset: number | null } | undefined;
+  try {
+    row = db.prepare('SELECT id, size, pack, offset FROM chunks WHERE size >= ? ORDER BY stored_at DESC LIMIT 1').get(minSize) as typeof row;
+  } finally {
+    db.close();
+  }
+  if (!row) return null;
+  const id = row.id.toString('hex');
+  const loose = path.join(storeDir, 'chunks', id.slice(0, 2), id[2], id);
+  const file = row.pack === null ? loose : path.join(storeDir, 'packs', `${row.pack}.pack`);
+  const bytes = fs.readFileSync(file);
+  bytes[(row.offset ?? 0) + (row.size >> 1)] ^= 0x40;
+  fs.writeFileSync(file, bytes);
+  return { id, loose: row.pack === null ? loose : null };
 }
 
 export class Harness {

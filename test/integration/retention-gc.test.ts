@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
-import { Harness } from './harness';
+import { Harness, flipStoredBlob } from './harness';
 import { CAIRN } from '../../scripts/lib/procs';
 import { Prng } from '../../scripts/lib/sample';
 import { compareTrees } from '../../scripts/lib/tree';
@@ -201,24 +201,16 @@ describe('integration: retention, GC, verify, jobs', function () {
     // find a chunk of the victim: the newest large blob in the catalog (boundaries depend on the
     // box's secret gear table, so the 1 MiB file is one chunk or two, both the victim's; an
     // upload of one blob stays a loose file, one of several goes into a pack)
-    const db = new Database(path.join(h.data, 'catalog.db'), { readonly: true });
-    const row = db.prepare('SELECT id, size, pack, offset FROM chunks WHERE size >= ? ORDER BY stored_at DESC LIMIT 1').get(200 * 1024) as { id: Buffer; size: number; pack: string | null; offset: number | null } | undefined;
-    db.close();
-    expect(row, 'victim chunk found').to.not.equal(undefined);
-    const victimId = row!.id.toString('hex');
-    const loose = path.join(h.data, 'chunks', victimId.slice(0, 2), victimId[2], victimId);
-    const file = row!.pack === null ? loose : path.join(h.data, 'packs', `${row!.pack}.pack`);
-    const at = (row!.offset ?? 0) + (row!.size >> 1);
-    const bytes = fs.readFileSync(file);
-    bytes[at] ^= 0x40;
-    fs.writeFileSync(file, bytes);
+    const flipped = flipStoredBlob(h.data, 200 * 1024);
+    expect(flipped, 'victim chunk found').to.not.equal(null);
+    const victimId = flipped!.id;
 
     const v = await h.cairndJson<{ bad: { id: string; snapshots: { id: string; files: string[] }[] }[] }>(['verify']);
     expect(v.bad.length).to.equal(1);
     expect(v.bad[0].id).to.equal(victimId);
     expect(v.bad[0].snapshots.map((s) => s.id)).to.include(snap);
     expect(v.bad[0].snapshots.find((s) => s.id === snap)!.files).to.deep.equal(['victim.bin']);
-    if (row!.pack === null) expect(fs.existsSync(loose), 'moved aside').to.equal(false);
+    if (flipped!.loose) expect(fs.existsSync(flipped!.loose), 'moved aside').to.equal(false);
     expect(fs.readdirSync(path.join(h.data, 'quarantine')).some((f) => f.startsWith(victimId))).to.equal(true);
 
     const target = h.path('flip-restore');

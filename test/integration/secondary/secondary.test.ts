@@ -9,7 +9,7 @@ import { newRecoveryKey } from '../../../src/core/recovery-key';
 import { AgentHome } from '../../../src/agent/state';
 import { BoxClient } from '../../../src/agent/box-client';
 import { encodePeerSnapshot } from '../../../src/core/peer-api';
-import { publishedBlobBytes } from '../harness';
+import { flipStoredBlob, publishedBlobBytes } from '../harness';
 
 /**
  * Secondary box, end to end with real processes on loopback: a primary and a secondary cairnd,
@@ -334,22 +334,10 @@ describe('integration: secondary box (replication, continuity, escrow, recovery)
     expect(gc.namespaces).to.equal(1);
     expect(gc.chunks_freed, 'GC on the secondary frees what only dropped snapshots held').to.be.greaterThan(0);
     // Rot on the secondary's disk: its verify finds it by checksum (it has no keys).
-    const ns = path.join(S, 'peers', fs.readdirSync(path.join(S, 'peers'))[0], 'chunks');
-    const files: string[] = [];
-    const walk = (d: string): void => {
-      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-        if (e.isDirectory()) walk(path.join(d, e.name));
-        else if (/^[0-9a-f]{64}$/.test(e.name)) files.push(path.join(d, e.name));
-      }
-    };
-    walk(ns);
-    expect(files.length, 'blobs uploaded alone are files of their own (the rest share packs)').to.be.greaterThan(0);
-    const victim = files.sort((a, b) => fs.statSync(b).size - fs.statSync(a).size)[0];
-    const bytes = fs.readFileSync(victim);
-    bytes[bytes.length >> 1] ^= 0x01;
-    fs.writeFileSync(victim, bytes);
+    const flipped = flipStoredBlob(path.join(S, 'peers', fs.readdirSync(path.join(S, 'peers'))[0]), 1024);
+    expect(flipped, 'a stored blob to damage').to.not.equal(null);
     const v = await cairndJson<{ bad: { id: string; reason: string }[] }>(['verify', '--data', S, '--json']);
-    expect(v.bad.map((b) => b.id)).to.deep.equal([path.basename(victim)]);
+    expect(v.bad.map((b) => b.id)).to.deep.equal([flipped!.id]);
     expect(v.bad[0].reason).to.match(/checksum/);
   });
 });
