@@ -1,11 +1,19 @@
 import { BoxClient } from './box-client';
 import { WorkerPool, ChunkOut } from './worker-pool';
-import { encodeUploadBatch, MAX_MISSING_QUERY } from '../core/api';
+import { encodeUploadBatch, MAX_MISSING_QUERY, UploadResult } from '../core/api';
 
 /**
  * Batches sealed chunks, asks the box which of them it lacks, and uploads only those.
  * At most `maxActive` batches are on the wire; a batch leaves when it is full or when the wire
  * is idle, so small backups do not wait and large ones travel in large requests.
+ *
+ * Once the box has answered that it lacks every id of batches worth `skipAfter` bytes in a row
+ * (new data, as in a first backup), the next UNASKED_BATCHES batches go up without asking: the
+ * box keeps one copy of what it held and says which ids those were. The first answer that names
+ * a held id goes back to asking, and doubles the evidence needed next time, since each wrong
+ * guess re-sends up to the batches on the wire. In a 1 GB first backup the question took 8.5 ms
+ * a batch at the median, in series before each upload (223 of them). A changed file of an
+ * incremental backup is mostly held chunks, which its first batches show.
  * Every chunk's bytes are released to the worker pool once it is uploaded or known to be stored.
  */
 export interface UploadStats {
@@ -18,6 +26,14 @@ export interface UploadStats {
 const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_COUNT = 512;
 const KNOWN_LIMIT = 500_000;
+/**
+ * Measured on a 1 GB first backup, alternating runs: three batches on the wire and uploads
+ * without asking took 4.95-5.05 s against 5.15-5.35 s with two and asking each time.
+ */
+const MAX_ACTIVE = 3;
+const UNASKED_BATCHES = 16;
+const SKIP_AFTER_BYTES = 4 * BATCH_BYTES;
+const SKIP_AFTER_MAX = 64 * BATCH_BYTES;
 
 export class Uploader {
   readonly stats: UploadStats = { bytes_new: 0, bytes_uploaded: 0, chunks_new: 0, chunks_seen: 0 };
@@ -28,9 +44,19 @@ export class Uploader {
   /** ids in a batch on the wire: another batch holding the same id leaves it to that one */
   private readonly onWire = new Set<string>();
   private error: Error | undefined;
+  /** batches still to upload without asking which ids the box lacks */
+  private unasked = 0;
+  /** bytes of the batches in a row the box lacked entirely, and how many it takes to stop asking */
+  private lackedRun = 0;
+  private skipAfter = SKIP_AFTER_BYTES;
   private idleWaiters: (() => void)[] = [];
 
-  constructor(private readonly client: BoxClient, private readonly pool: WorkerPool, private readonly maxActive = 2) {}
+  private readonly maxActive: number;
+
+  constructor(private readonly client: BoxClient, private readonly pool: WorkerPool, opts: { maxActive?: number; skipAfterBytes?: number } = {}) {
+    this.maxActive = opts.maxActive ?? MAX_ACTIVE;
+    this.skipAfter = opts.skipAfterBytes ?? SKIP_AFTER_BYTES;
+  }
 
   add(c: ChunkOut): void {
     this.stats.chunks_seen++;
@@ -98,6 +124,25 @@ export class Uploader {
         fresh.push(c);
       }
       if (fresh.length === 0) return;
+      if (this.unasked > 0) {
+        this.unasked--;
+        const r = JSON.parse((await this.client.call('POST', '/v1/chunks', encodeUploadBatch(fresh))).toString('utf8')) as UploadResult;
+        const held = new Set(Array.isArray(r.existed_ids) ? r.existed_ids : []);
+        if (r.existed > 0) {
+          this.unasked = 0;
+          this.lackedRun = 0;
+          this.skipAfter = Math.min(this.skipAfter * 2, SKIP_AFTER_MAX);
+        }
+        for (const c of fresh) {
+          this.stats.bytes_uploaded += c.blob.length;
+          // An older box says how many it held, not which: those count as new.
+          if (held.has(c.id.toString('hex'))) continue;
+          this.stats.bytes_new += c.size;
+          this.stats.chunks_new++;
+        }
+        for (const c of fresh) this.remember(c.id.toString('hex'));
+        return;
+      }
       const missingSet = new Set<string>();
       for (let i = 0; i < fresh.length; i += MAX_MISSING_QUERY) {
         const ids = Buffer.concat(fresh.slice(i, i + MAX_MISSING_QUERY).map((c) => c.id));
@@ -105,6 +150,14 @@ export class Uploader {
         for (let off = 0; off + 32 <= body.length; off += 32) missingSet.add(body.subarray(off, off + 32).toString('hex'));
       }
       const toSend = fresh.filter((c) => missingSet.has(c.id.toString('hex')));
+      if (toSend.length < fresh.length) this.lackedRun = 0;
+      else {
+        for (const c of fresh) this.lackedRun += c.blob.length;
+        if (this.lackedRun >= this.skipAfter) {
+          this.unasked = UNASKED_BATCHES;
+          this.lackedRun = 0;
+        }
+      }
       if (toSend.length) {
         await this.client.call('POST', '/v1/chunks', encodeUploadBatch(toSend));
         for (const c of toSend) {

@@ -59,6 +59,8 @@ export interface PairResponse {
 export interface UploadResult {
   stored: number;
   existed: number;
+  /** hex ids the box held already (sent when `existed` > 0; absent from older boxes) */
+  existed_ids?: string[];
 }
 
 export interface ManifestRef {

@@ -86,14 +86,14 @@ describe('integration: append-only agents and hostile input', function () {
     const bytesBefore = await stored();
     const forged = await sealChunk(keys, id, Buffer.from('ransomware was here'), 'manifest');
     const r1 = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id, blob: forged }]))).toString());
-    expect(r1).to.deep.equal({ stored: 0, existed: 1 });
+    expect(r1).to.deep.equal({ stored: 0, existed: 1, existed_ids: [id.toString('hex')] });
     const plain = Buffer.from('x'.repeat(1000));
     const pid = chunkId(keys.idKey, plain);
     const blob = await sealChunk(keys, pid, plain, 'data');
     const first = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob }]))).toString());
     const again = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob: await sealChunk(keys, pid, plain, 'data') }]))).toString());
     expect(first).to.deep.equal({ stored: 1, existed: 0 });
-    expect(again).to.deep.equal({ stored: 0, existed: 1 });
+    expect(again).to.deep.equal({ stored: 0, existed: 1, existed_ids: [pid.toString('hex')] });
     expect((await stored()).equals(bytesBefore)).to.equal(true);
   });
 

@@ -293,7 +293,9 @@ export class ApiServer {
     const items = decodeUploadBatch(body);
     // Answered once written; fsynced and recorded behind (ChunkStore.writeBehind), before any commit.
     const r = await ctx.space.store.putBatch(items, { owner: agent?.id, writeBehind: agent !== undefined });
-    sendJson(res, 200, r);
+    // Which ids it held already, so an agent that uploaded without asking counts what was new.
+    const held = r.existedIds?.length ? { existed_ids: r.existedIds.map((id) => id.toString('hex')) } : {};
+    sendJson(res, 200, { stored: r.stored, existed: r.existed, ...held });
   }
 
   private async commit(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext): Promise<void> {

@@ -215,7 +215,7 @@ export class ChunkStore {
    * written under tmp/, and fsyncs, publishes and records them in the background (see
    * writeBehind below). Otherwise they are durable and recorded on return.
    */
-  async putBatch(items: { id: Buffer; blob: Buffer }[], opts: { owner?: string; writeBehind?: boolean } = {}): Promise<{ stored: number; existed: number }> {
+  async putBatch(items: { id: Buffer; blob: Buffer }[], opts: { owner?: string; writeBehind?: boolean } = {}): Promise<{ stored: number; existed: number; existedIds?: Buffer[] }> {
     // An agent's upload is checked on sharing (see above); anything else is checked now.
     const owner = this.keys && opts.owner ? opts.owner : undefined;
     for (const it of items) {
@@ -225,11 +225,15 @@ export class ChunkStore {
     }
     if (opts.writeBehind) await this.roomBehind();
     let existed = 0;
+    const existedIds: Buffer[] = [];
     const fresh: { id: Buffer; blob: Buffer }[] = [];
     const seen = new Set<string>();
     for (const it of items) {
       const hex = it.id.toString('hex');
-      if (seen.has(hex) || this.behind.has(hex) || this.catalog.hasChunk(it.id)) existed++;
+      if (seen.has(hex) || this.behind.has(hex) || this.catalog.hasChunk(it.id)) {
+        existed++;
+        existedIds.push(it.id);
+      }
       else {
         seen.add(hex);
         // Written behind, the id outlives the request: copied, so it does not hold the whole body.
@@ -275,7 +279,7 @@ export class ChunkStore {
     };
     if (!sync) {
       this.writeBehind(fresh, job);
-      return { stored: fresh.length, existed };
+      return existedIds.length ? { stored: fresh.length, existed, existedIds } : { stored: fresh.length, existed };
     }
     try {
       const { stored, existed: already } = await this.commitLock.run(async () => this.publishAndRecord([job]));
