@@ -83,7 +83,7 @@ export class RestorePool {
     const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
     for (let i = 0; i < threads; i++) {
       const w = takeWorker('restore-worker.js');
-      const init: RestoreWorkerRequest[] = [{ type: 'init', keys: dataKeysToJson(keys), isRoot, box: client.spec, snapshot }];
+      const init: RestoreWorkerRequest[] = [{ type: 'init', keys: dataKeysToJson(keys), isRoot, box: client.spec, snapshot, umask: process.umask() }];
       w.postMessage(init);
       w.on('message', (replies: RestoreWorkerReply[]) => replies.forEach((m) => this.onMessage(m)));
       w.on('error', (err) => this.fail(err));
