@@ -8,7 +8,7 @@ import { createRing, RingReader } from './blob-ring';
 import { defaultChunkThreads, takeWorker } from './prewarm';
 
 /** each worker's blob ring (see blob-ring.ts): blobs of up to half of it are sealed into it */
-const RING_BYTES = 12 * 1024 * 1024;
+const RING_BYTES = 8 * 1024 * 1024;
 
 export interface ChunkOut {
   id: Buffer;
@@ -64,7 +64,7 @@ export class WorkerPool {
       const w = takeWorker('chunk-worker.js');
       const ring = createRing(RING_BYTES);
       this.rings.push(new RingReader(ring));
-      const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 24 * 1024 * 1024, ring };
+      const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024, ring };
       w.postMessage([{ type: 'init', init }]);
       w.on('message', (batch: WorkerMessage[]) => batch.forEach((m) => this.onMessage(m, i)));
       w.on('error', (err) => this.fail(err));
