@@ -1,5 +1,6 @@
 import https from 'node:https';
 import http from 'node:http';
+import { BufferPool } from './buffer-pool';
 import { AddressInfo } from 'node:net';
 import { CairnError, errorMessage } from '../../core/errors';
 import { Logger } from '../../core/log';
@@ -60,6 +61,11 @@ export class ApiServer {
   private readonly routes: Route[];
   private pairFailures: number[] = [];
   private readonly activity = new Map<string, NodeJS.Timeout>();
+  /**
+   * Fetch answers: at most FETCH_ANSWER_BYTES plus the blob that crosses it (chunks average
+   * 1 MiB) and the frame heads. Two fetches per restore worker, two workers per PC agent.
+   */
+  private readonly answers = new BufferPool(FETCH_ANSWER_BYTES + 2 * 1024 * 1024 + MAX_FETCH_IDS * 36, 4);
   private readonly now: () => number;
 
   constructor(private readonly opts: ApiServerOptions) {
@@ -347,8 +353,9 @@ export class ApiServer {
     // Only chunks this snapshot references are served; others answer empty (the agent then asks alone and gets the error).
     const allowed: boolean[] = [];
     for (const id of ids) allowed.push(await store.snapshotReferences(snapId, id));
-    const { answer, count } = await store.getFramed(ids, allowed, FETCH_ANSWER_BYTES);
+    const { answer, count } = await store.getFramed(ids, allowed, FETCH_ANSWER_BYTES, (n) => this.answers.take(n));
     if (answer) {
+      res.once('finish', () => this.answers.give(answer));
       await sendSlices(res, answer);
       return;
     }

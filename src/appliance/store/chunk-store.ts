@@ -480,7 +480,7 @@ export class ChunkStore {
    * when a read fails (GC may have rewritten a pack meanwhile): the caller then looks each of
    * the `count` blobs up again on its own (getBlob).
    */
-  async getFramed(ids: Buffer[], allowed: boolean[], maxBytes: number): Promise<{ answer: Buffer | null; count: number }> {
+  async getFramed(ids: Buffer[], allowed: boolean[], maxBytes: number, alloc: (n: number) => Buffer = Buffer.allocUnsafeSlow): Promise<{ answer: Buffer | null; count: number }> {
     const locs: (ChunkLocation | undefined)[] = [];
     let bytes = 0;
     let total = 0;
@@ -490,7 +490,7 @@ export class ChunkStore {
       bytes += loc?.size ?? 0;
       total += FRAME_HEAD + (loc?.size ?? 0);
     }
-    const answer = Buffer.allocUnsafeSlow(total);
+    const answer = alloc(total);
     const reads: Promise<void>[] = [];
     let at = 0;
     /** writes frame k's head and returns the view its blob goes into */
