@@ -8,7 +8,7 @@ import { BoxClient } from '../../src/agent/box-client';
 import { chunkId } from '../../src/core/chunk-id';
 import { sealChunk } from '../../src/core/chunk-codec';
 import { dataKeysFromJson, DataKeys } from '../../src/core/keys';
-import { encodeCommit, FetchAnswerReader, encodeUploadBatch, SnapshotInfo } from '../../src/core/api';
+import { encodeCommit, FetchAnswerReader, encodeUploadBatch, SnapshotInfo, UploadResult } from '../../src/core/api';
 
 /** Sends raw bytes over a TLS connection pinned to the box and returns what came back. */
 function rawExchange(h: Harness, payload: Buffer | string, opts: { destroyAfterWrite?: boolean } = {}): Promise<string> {
@@ -258,6 +258,24 @@ describe('integration: append-only agents and hostile input', function () {
       expect(await missing(other, f.id)).to.equal(false);
       const q = fs.readdirSync(path.join(h.data, 'quarantine'));
       expect(q.some((n) => n.startsWith(f.id.toString('hex')))).to.equal(true);
+    });
+
+    it('another agent uploading it without asking first: the held copy is checked, quarantined, and the upload stored', async () => {
+      const f = await forge('uploaded blind');
+      expect(JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: f.id, blob: f.blob }]))).toString())).to.deep.equal({ stored: 1, existed: 0 });
+      const good = await sealChunk(keys, f.id, f.good, 'data');
+      // what an agent's uploader sends once it stops asking which chunks the box lacks
+      const r = JSON.parse((await other.call('POST', '/v1/chunks', encodeUploadBatch([{ id: f.id, blob: good }]))).toString()) as UploadResult;
+      expect(r, 'the forged copy is not counted as held').to.deep.equal({ stored: 1, existed: 0 });
+      expect(fs.readdirSync(path.join(h.data, 'quarantine')).some((n) => n.startsWith(f.id.toString('hex')))).to.equal(true);
+      expect(await missing(other, f.id)).to.equal(false);
+      expect(await missing(client, f.id), 'the good copy is there for every agent').to.equal(false);
+      // and an honest chunk another agent holds unchecked is named as held, and checked
+      const honestPlain = Buffer.from('honest and shared '.repeat(300));
+      const hid = chunkId(keys.idKey, honestPlain);
+      await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: hid, blob: await sealChunk(keys, hid, honestPlain, 'data') }]));
+      const again = JSON.parse((await other.call('POST', '/v1/chunks', encodeUploadBatch([{ id: hid, blob: await sealChunk(keys, hid, honestPlain, 'data') }]))).toString()) as UploadResult;
+      expect(again).to.deep.equal({ stored: 0, existed: 1, existed_ids: [hid.toString('hex')] });
     });
 
     it('a snapshot of another agent that references an unchecked forged chunk is refused', async () => {

@@ -160,6 +160,27 @@ export class ChunkStore {
     return r.missing;
   }
 
+  /**
+   * For an agent's upload: the hex ids of `ids` the box does not hold, after another agent's
+   * unchecked copies among them were checked (a bad one is quarantined, so it is not held) and
+   * the held ones marked as seen. Waits first for another agent's writes behind of any of them
+   * (their rows are then checked like any other), as `missing` does.
+   */
+  private async heldForUpload(ids: Buffer[], uploader: string): Promise<Set<string>> {
+    if (this.behind.size) {
+      let foreign = false;
+      for (const id of ids) {
+        const o = this.behind.get(id.toString('hex'));
+        if (o !== undefined && o !== uploader) foreign = true;
+      }
+      if (foreign) await this.settle();
+    }
+    const r = this.catalog.missingOrUnchecked(ids, uploader);
+    const absent = new Set(r.missing.map((id) => id.toString('hex')));
+    for (const id of await this.check(r.unchecked)) absent.add(id.toString('hex'));
+    return absent;
+  }
+
   /** Opens and checks chunks with the box's keys; marks the good ones checked, quarantines the others. Returns the bad ids. */
   async check(ids: Buffer[]): Promise<Buffer[]> {
     const keys = this.keys;
@@ -224,13 +245,18 @@ export class ChunkStore {
       if (this.keys && !owner) openChunk(this.keys, it.id, it.blob, checkScratch);
     }
     if (opts.writeBehind) await this.roomBehind();
+    // An agent may upload without asking which chunks the box lacks (the uploader's guess once
+    // several batches were all new). What that question does is done here for the ids it holds:
+    // they count as seen (GC spares them until the agent's commit), and another agent's
+    // unchecked copy is checked now, so a forged one is quarantined and this upload's stored.
+    const absent = owner ? await this.heldForUpload(items.map((it) => it.id), owner) : undefined;
     let existed = 0;
     const existedIds: Buffer[] = [];
     const fresh: { id: Buffer; blob: Buffer }[] = [];
     const seen = new Set<string>();
     for (const it of items) {
       const hex = it.id.toString('hex');
-      if (seen.has(hex) || this.behind.has(hex) || this.catalog.hasChunk(it.id)) {
+      if (seen.has(hex) || this.behind.has(hex) || (absent ? !absent.has(hex) : this.catalog.hasChunk(it.id))) {
         existed++;
         existedIds.push(it.id);
       }
