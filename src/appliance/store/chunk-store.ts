@@ -144,9 +144,28 @@ export class ChunkStore {
    * checked yet are checked first; bad ones are quarantined and reported missing.
    */
   async missing(ids: Buffer[], asker: string | null = null): Promise<Buffer[]> {
+    const lacking = await this.lacking(ids, asker);
+    // A chunk written behind counts as stored for its uploader.
+    return this.behind.size ? lacking.filter((id) => !this.behind.has(id.toString('hex'))) : lacking;
+  }
+
+  /**
+   * For an agent's upload: the hex ids of `ids` the box does not hold, after another agent's
+   * unchecked copies among them were checked (a bad one is quarantined, so it is not held) and
+   * the held ones marked as seen, as `missing` does for the question before an upload.
+   */
+  private async heldForUpload(ids: Buffer[], uploader: string): Promise<Set<string>> {
+    return new Set((await this.lacking(ids, uploader)).map((id) => id.toString('hex')));
+  }
+
+  /**
+   * The ids without a row, and those another agent uploaded that fail their check now (then
+   * quarantined); the rows found are marked seen (GC spares them a while). Another agent's
+   * writes behind of any of them are waited for first, so their rows are checked too (a
+   * keyless secondary checks nothing).
+   */
+  private async lacking(ids: Buffer[], asker: string | null): Promise<Buffer[]> {
     if (this.behind.size) {
-      // A chunk written behind counts as stored for its uploader; another agent waits for its
-      // row, which is then checked on sharing (a keyless secondary checks nothing, so no wait).
       let foreign = false;
       for (const id of ids) {
         const owner = this.behind.get(id.toString('hex'));
@@ -155,30 +174,8 @@ export class ChunkStore {
       if (foreign) await this.settle();
     }
     const r = this.catalog.missingOrUnchecked(ids, asker);
-    if (this.behind.size) r.missing = r.missing.filter((id) => !this.behind.has(id.toString('hex')));
     if (this.keys && r.unchecked.length) r.missing.push(...(await this.check(r.unchecked)));
     return r.missing;
-  }
-
-  /**
-   * For an agent's upload: the hex ids of `ids` the box does not hold, after another agent's
-   * unchecked copies among them were checked (a bad one is quarantined, so it is not held) and
-   * the held ones marked as seen. Waits first for another agent's writes behind of any of them
-   * (their rows are then checked like any other), as `missing` does.
-   */
-  private async heldForUpload(ids: Buffer[], uploader: string): Promise<Set<string>> {
-    if (this.behind.size) {
-      let foreign = false;
-      for (const id of ids) {
-        const o = this.behind.get(id.toString('hex'));
-        if (o !== undefined && o !== uploader) foreign = true;
-      }
-      if (foreign) await this.settle();
-    }
-    const r = this.catalog.missingOrUnchecked(ids, uploader);
-    const absent = new Set(r.missing.map((id) => id.toString('hex')));
-    for (const id of await this.check(r.unchecked)) absent.add(id.toString('hex'));
-    return absent;
   }
 
   /** Opens and checks chunks with the box's keys; marks the good ones checked, quarantines the others. Returns the bad ids. */
