@@ -128,16 +128,17 @@ export class Uploader {
       if (fresh.length === 0) return;
       if (this.unasked > 0) {
         this.unasked--;
-        const r = JSON.parse((await this.client.call('POST', '/v1/chunks', encodeUploadBatch(fresh))).toString('utf8')) as UploadResult;
-        const held = new Set(Array.isArray(r.existed_ids) ? r.existed_ids : []);
-        if (r.existed > 0) {
+        const r = uploadResult(await this.client.call('POST', '/v1/chunks', encodeUploadBatch(fresh)));
+        const held = new Set(r.existed_ids ?? []);
+        if (r.existed !== 0) {
           this.unasked = 0;
           this.lackedRun = 0;
           this.skipAfter = Math.min(this.skipAfter * 2, SKIP_AFTER_MAX);
         }
         for (const c of fresh) {
           this.stats.bytes_uploaded += c.blob.length;
-          // An older box says how many it held, not which: those count as new.
+          // An older box says how many it held, not which: those count as new (as does all of
+          // an answer that cannot be read, which also sends the uploader back to asking).
           if (held.has(c.id.toString('hex'))) continue;
           this.stats.bytes_new += c.size;
           this.stats.chunks_new++;
@@ -188,4 +189,20 @@ export class Uploader {
     if (this.active > 0 || this.pending.length > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     if (this.error) throw this.error;
   }
+}
+
+/**
+ * The box's answer to an upload (HTTP 200, so the chunks are stored or held). `existed` is
+ * -1 when the answer cannot be read; ids that are not 64 hex characters are dropped.
+ */
+function uploadResult(body: Buffer): { existed: number; existed_ids?: string[] } {
+  let r: Partial<UploadResult>;
+  try {
+    r = JSON.parse(body.toString('utf8')) as Partial<UploadResult>;
+  } catch {
+    return { existed: -1 };
+  }
+  if (typeof r !== 'object' || r === null || typeof r.existed !== 'number') return { existed: -1 };
+  const ids = Array.isArray(r.existed_ids) ? r.existed_ids.filter((x): x is string => typeof x === 'string' && /^[0-9a-f]{64}$/.test(x)) : undefined;
+  return { existed: r.existed, existed_ids: ids };
 }

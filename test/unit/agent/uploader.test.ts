@@ -22,6 +22,8 @@ describe('uploader: asking which chunks the box lacks', function () {
   let pool: WorkerPool;
   let client: BoxClient;
   const calls: string[] = [];
+  /** answers to hand the uploader instead of the box's next upload answers */
+  const garble: Buffer[] = [];
 
   before(async () => {
     h = await new Harness('cairn-uploader').up();
@@ -29,9 +31,10 @@ describe('uploader: asking which chunks the box lacks', function () {
     pool = new WorkerPool(keys, { threads: 1 });
     client = h.client();
     const call = client.call.bind(client);
-    client.call = (method, p, body, opts) => {
+    client.call = async (method, p, body, opts) => {
       calls.push(p);
-      return call(method, p, body, opts);
+      const answer = await call(method, p, body, opts);
+      return p === '/v1/chunks' && garble.length ? garble.shift()! : answer;
     };
   });
   after(async () => {
@@ -88,6 +91,12 @@ describe('uploader: asking which chunks the box lacks', function () {
     expect(up.stats.chunks_new).to.equal(sent.length);
     expect(up.stats.bytes_new).to.equal(sent.reduce((n, c) => n + c.size, 0));
     expect(up.stats.bytes_uploaded).to.equal(sent.reduce((n, c) => n + c.blob.length, 0) + held.blob.length);
+    // an upload answer it cannot read: the chunk still counts as new, and it asks again
+    const n = up.stats.chunks_new;
+    garble.push(Buffer.from('{"existed": "lots", "existed_ids": [1, "zz"]'));
+    expect(await step(() => send(20_000))).to.deep.equal(unasked);
+    expect(up.stats.chunks_new).to.equal(n + 1);
+    expect(await step(() => send(15_000)), 'back to asking').to.deep.equal(asked);
     // what was uploaded without asking is stored: the box lacks none of it
     const ids = Buffer.concat([...sent.map((c) => c.id), held.id]);
     const missing = await client.call('POST', '/v1/chunks/missing', ids);
