@@ -50,7 +50,7 @@ export class Uploader {
   private unasked = 0;
   /** bytes of the batches in a row the box lacked entirely, and how many it takes to stop asking */
   private lackedRun = 0;
-  private skipAfter = SKIP_AFTER_BYTES;
+  private skipAfter: number;
   private idleWaiters: (() => void)[] = [];
 
   private readonly maxActive: number;
