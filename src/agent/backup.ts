@@ -51,6 +51,8 @@ export interface BackupResult extends BackupStats {
   target_reason?: string;
   source: string;
   skipped: number;
+  /** chunks read but not sealed: met before in this run, or in the last version of a changed file */
+  chunks_known?: number;
   warnings: { path: string; message: string }[];
 }
 
@@ -252,6 +254,8 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
         ready = Promise.resolve();
       } else {
         const chunks: ChunkOut[] = [];
+        // A changed file mostly keeps the chunks of its last version: those need not be sealed.
+        if (cached && !(absent && lacksAny(absent, cached.chunks))) pool.known.addList(cached.chunks, CHUNK_REF_BYTES);
         opts.onFileQueued?.();
         ready = pool
           .chunkFile(abs, 'data', (c) => {
@@ -360,7 +364,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
     const info = JSON.parse(body.toString('utf8')) as SnapshotInfo;
     cache.commitRun(source);
     if (opts.target) cache.setTarget(source, opts.target);
-    return { snapshot: info.id, source, ...final, duration_s: (Date.now() - started) / 1000, skipped: stats.skipped, warnings };
+    return { snapshot: info.id, source, ...final, duration_s: (Date.now() - started) / 1000, skipped: stats.skipped, chunks_known: uploader.stats.chunks_known, warnings };
   } finally {
     if (progressTimer) clearInterval(progressTimer);
     try {

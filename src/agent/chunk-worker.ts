@@ -8,6 +8,7 @@ import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
 import { processVolumeJob, VOLUME_JOB_BYTES, VolumeDone, VolumeJob } from './volume/volume-job';
+import { KnownIds } from './known-ids';
 
 /**
  * Worker thread: reads one file at a time, cuts it into chunks, hashes and seals each chunk
@@ -24,6 +25,8 @@ export interface WorkerInit {
   limitBytes: number;
   /** this worker's blob ring (see blob-ring.ts) */
   ring?: RingShared;
+  /** the run's known-ids table (see known-ids.ts): data chunks found there are not sealed */
+  known?: SharedArrayBuffer;
 }
 
 export interface FileJob {
@@ -34,8 +37,11 @@ export interface FileJob {
 }
 
 export type WorkerMessage =
-  /** the sealed blob: a transferred buffer, or `ring` = [offset, length] in the worker's ring */
-  | { type: 'chunk'; jobId: number; id: Uint8Array; size: number; blob?: ArrayBuffer; ring?: [number, number] }
+  /**
+   * the sealed blob: a transferred buffer, or `ring` = [offset, length] in the worker's ring;
+   * with `known`, no blob: the id was in the known-ids table, so the chunk was not sealed
+   */
+  | { type: 'chunk'; jobId: number; id: Uint8Array; size: number; blob?: ArrayBuffer; ring?: [number, number]; known?: true }
   | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string }
   | VolumeDone;
 
@@ -51,6 +57,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   let buf: Buffer = Buffer.alloc(0);
   const garbage = new ExternalGarbage();
   let ring: RingWriter | undefined;
+  let known: KnownIds | undefined;
 
   // Messages leave in batches (a message between threads costs tens of microseconds, which per
   // chunk and per file dominated trees of small files): at the end of the last queued job, when
@@ -118,6 +125,16 @@ function run(port: NonNullable<typeof parentPort>): void {
         const len = chunker!.next(start, end, eof);
         const slice = buf.subarray(start, start + len);
         const id = chunkId(keys!.idKey, slice);
+        if (known && job.kind === 'data') {
+          if (known.has(id)) {
+            post({ type: 'chunk', jobId: job.jobId, id, size: len, known: true });
+            start += len;
+            bytes += len;
+            continue;
+          }
+          // From here this chunk is sealed and posted, whatever happens next (see known-ids.ts).
+          known.add(id);
+        }
         const blob = sealChunkSync(keys!, id, slice, job.kind, { alloc: (n) => ring?.take(n, flush) ?? Buffer.allocUnsafeSlow(n) });
         reserve(blob.length);
         if (blob.buffer instanceof SharedArrayBuffer) post({ type: 'chunk', jobId: job.jobId, id, size: len, ring: [blob.byteOffset, blob.length] });
@@ -147,6 +164,7 @@ function run(port: NonNullable<typeof parentPort>): void {
       inflight = new Int32Array(msg.init.inflight);
       limit = msg.init.limitBytes;
       if (msg.init.ring) ring = new RingWriter(msg.init.ring);
+      if (msg.init.known) known = new KnownIds(msg.init.known);
       return;
     }
     queuedJobs++;

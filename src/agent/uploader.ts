@@ -21,6 +21,8 @@ export interface UploadStats {
   bytes_uploaded: number;
   chunks_new: number;
   chunks_seen: number;
+  /** chunks not sealed because the run's known-ids table had them (see known-ids.ts) */
+  chunks_known: number;
 }
 
 const BATCH_BYTES = 4 * 1024 * 1024;
@@ -38,7 +40,7 @@ const SKIP_AFTER_BYTES = 4 * BATCH_BYTES;
 const SKIP_AFTER_MAX = 64 * BATCH_BYTES;
 
 export class Uploader {
-  readonly stats: UploadStats = { bytes_new: 0, bytes_uploaded: 0, chunks_new: 0, chunks_seen: 0 };
+  readonly stats: UploadStats = { bytes_new: 0, bytes_uploaded: 0, chunks_new: 0, chunks_seen: 0, chunks_known: 0 };
   private pending: ChunkOut[] = [];
   private pendingBytes = 0;
   private active = 0;
@@ -62,6 +64,11 @@ export class Uploader {
 
   add(c: ChunkOut): void {
     this.stats.chunks_seen++;
+    if (c.known) {
+      // Sealed and handed in by whoever met it first, or held by the box (see known-ids.ts).
+      this.stats.chunks_known++;
+      return;
+    }
     if (this.error) {
       this.pool.release(c);
       return;

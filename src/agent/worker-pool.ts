@@ -6,6 +6,7 @@ import type { VolumeDone, VolumeJob } from './volume/volume-job';
 import { ThreadOutbox } from './thread-outbox';
 import { createRing, RingReader } from './blob-ring';
 import { defaultChunkThreads, takeWorker } from './prewarm';
+import { KnownIds } from './known-ids';
 
 /** each worker's blob ring (see blob-ring.ts): blobs of up to half of it are sealed into it */
 const RING_BYTES = 8 * 1024 * 1024;
@@ -16,7 +17,11 @@ export interface ChunkOut {
   blob: Buffer;
   /** where the blob lives in its worker's ring (given back by WorkerPool.release) */
   ring?: { worker: number; slot: { off: number; end: number; freed: boolean } };
+  /** not sealed: its id was in the run's known-ids table (`blob` is empty; nothing to release) */
+  known?: boolean;
 }
+
+const NO_BLOB = Buffer.alloc(0);
 
 export interface FileResult {
   bytes: number;
@@ -51,6 +56,8 @@ export class WorkerPool {
   private readonly pending = new Map<number, Pending>();
   private readonly inflight: Int32Array;
   private readonly rings: RingReader[] = [];
+  /** ids the workers need not seal in this run (see known-ids.ts) */
+  readonly known = new KnownIds();
   private nextJob = 1;
   private failed: Error | undefined;
   /** jobs leave in one message per worker and event-loop turn */
@@ -64,7 +71,7 @@ export class WorkerPool {
       const w = takeWorker('chunk-worker.js');
       const ring = createRing(RING_BYTES);
       this.rings.push(new RingReader(ring));
-      const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024, ring };
+      const init: WorkerInit = { keys: dataKeysToJson(keys), inflight: sab, limitBytes: opts.inflightLimitBytes ?? 16 * 1024 * 1024, ring, known: this.known.shared };
       w.postMessage([{ type: 'init', init }]);
       w.on('message', (batch: WorkerMessage[]) => batch.forEach((m) => this.onMessage(m, i)));
       w.on('error', (err) => this.fail(err));
@@ -92,6 +99,10 @@ export class WorkerPool {
       // Every ring blob is recorded in the order the worker placed it, even one nobody waits
       // for any more (freed at once): the ring's bookkeeping depends on seeing all of them.
       let c: ChunkOut;
+      if (m.known) {
+        if (p) p.onChunk({ id, size: m.size, blob: NO_BLOB, known: true });
+        return;
+      }
       if (m.ring) {
         const { buf, slot } = this.rings[worker].seen(m.ring[0], m.ring[1]);
         c = { id, size: m.size, blob: buf, ring: { worker, slot } };

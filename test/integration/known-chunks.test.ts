@@ -1,0 +1,130 @@
+import { expect } from 'chai';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { Harness, flipStoredBlob } from './harness';
+import { Prng } from '../../scripts/lib/sample';
+import { compareTrees } from '../../scripts/lib/tree';
+import { Chunker } from '../../src/core/chunker';
+import { AgentHome } from '../../src/agent/state';
+import type { BackupResult } from '../../src/agent/backup';
+
+type BackupJson = Pick<BackupResult, 'snapshot' | 'chunks_new' | 'chunks_known' | 'bytes_uploaded' | 'bytes_read' | 'warnings'>;
+
+/**
+ * Chunks a run has met before (earlier in the run, or in the last version of a changed file)
+ * are referenced without being compressed and encrypted again (src/agent/known-ids.ts). With
+ * one chunk thread the files are chunked in walk order, so which chunks were met before is
+ * exact, worked out here with the agent's own chunker key.
+ */
+describe('integration: chunks met before are not sealed again', function () {
+  this.timeout(180_000);
+  let h: Harness;
+  let chunker: Chunker;
+
+  before(async () => {
+    h = await new Harness().up();
+    chunker = new Chunker(new AgentHome(h.home).keys(h.agentConfig()).gearKey);
+  });
+  after(async () => h.close());
+
+  const hashesOf = (file: string): string[] => {
+    const data = fs.readFileSync(file);
+    const out: string[] = [];
+    let pos = 0;
+    for (const len of chunker.split(data)) {
+      out.push(createHash('sha256').update(data.subarray(pos, pos + len)).digest('hex'));
+      pos += len;
+    }
+    return out;
+  };
+  /** how many chunks of `files`, in this order, repeat one before them (or one of `seen`) */
+  const repeats = (files: string[], seen = new Set<string>()): number => {
+    let n = 0;
+    for (const f of files) {
+      for (const h of hashesOf(f)) {
+        if (seen.has(h)) n++;
+        else seen.add(h);
+      }
+    }
+    return n;
+  };
+
+  it('a first backup seals copies and repeated content once, and restores them exactly', async () => {
+    const src = h.path('dups');
+    fs.mkdirSync(src);
+    const rng = new Prng('known-dups');
+    const a = rng.bytes(6 * 1024 * 1024);
+    fs.writeFileSync(path.join(src, 'a.bin'), a);
+    fs.writeFileSync(path.join(src, 'b-copy.bin'), a);
+    fs.writeFileSync(path.join(src, 'c-twice.bin'), Buffer.concat([a, rng.bytes(100_000), a]));
+    fs.writeFileSync(path.join(src, 'd-other.bin'), rng.bytes(2 * 1024 * 1024));
+    const files = ['a.bin', 'b-copy.bin', 'c-twice.bin', 'd-other.bin'].map((f) => path.join(src, f));
+    const expected = repeats(files);
+    expect(expected, 'the tree repeats chunks').to.be.greaterThan(8);
+    const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'dups', '--threads', '1']);
+    expect(b.chunks_known).to.equal(expected);
+    // nothing was uploaded twice: what went up is about a.bin, c's middle, d-other.bin and the manifest
+    expect(b.bytes_uploaded).to.be.below(6 * 1024 * 1024 + 2 * 1024 * 1024 + 4 * 1024 * 1024 + 256 * 1024);
+    const out = h.path('dups-restore');
+    const r = await h.cairn(['restore', b.snapshot, '--target', out]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(compareTrees(src, out)).to.deep.equal([]);
+  });
+
+  it("a changed file's unchanged chunks are referenced, not sealed again", async () => {
+    const src = h.path('changed');
+    fs.mkdirSync(src);
+    const rng = new Prng('known-changed');
+    const big = path.join(src, 'disk.img');
+    fs.writeFileSync(big, rng.bytes(16 * 1024 * 1024));
+    fs.writeFileSync(path.join(src, 'notes.txt'), 'unchanged');
+    await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
+    const before = new Set(hashesOf(big));
+    // rewrite 64 KiB in place in the middle
+    const fd = fs.openSync(big, 'r+');
+    fs.writeSync(fd, rng.bytes(64 * 1024), 0, 64 * 1024, 8 * 1024 * 1024);
+    fs.closeSync(fd);
+    const expected = repeats([big], before);
+    expect(expected, 'most chunks survive the edit').to.be.at.least(hashesOf(big).length - 2);
+    const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
+    expect(b.bytes_read).to.equal(16 * 1024 * 1024);
+    expect(b.chunks_known).to.equal(expected);
+    // the edited chunk(s) and the manifest, nothing more
+    expect(b.chunks_new).to.be.at.most(hashesOf(big).length - expected + 1);
+    const out = h.path('changed-restore');
+    const r = await h.cairn(['restore', b.snapshot, '--target', out]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(compareTrees(src, out)).to.deep.equal([]);
+  });
+
+  it('a chunk the last version had but the box lost (quarantined) is sealed and uploaded again', async () => {
+    const src = h.path('lost');
+    fs.mkdirSync(src);
+    const rng = new Prng('known-lost');
+    const victim = path.join(src, 'victim.bin');
+    fs.writeFileSync(victim, rng.bytes(3 * 1024 * 1024));
+    await h.cairnJson<BackupJson>(['backup', src, '--source', 'lost']);
+    const flipped = flipStoredBlob(h.data, 200 * 1024);
+    expect(flipped, 'a chunk of the victim').to.not.equal(null);
+    const v = await h.cairndJson<{ bad: { id: string }[] }>(['verify']);
+    expect(v.bad.map((x) => x.id)).to.deep.equal([flipped!.id]);
+    // Only the times change: the file is read again, and its chunk list from the files cache
+    // names the quarantined chunk. The commit is refused as incomplete, and the run starts over
+    // without the cache, sealing everything.
+    const failedCommits = async (): Promise<number> => (await h.cairndJson<{ outcome: string }[]>(['jobs', '--kind', 'backup'])).filter((j) => j.outcome === 'failed').length;
+    const failedBefore = await failedCommits();
+    const later = new Date(Date.now() + 5_000);
+    fs.utimesSync(victim, later, later);
+    const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'lost']);
+    expect(await failedCommits(), 'the first commit was refused').to.equal(failedBefore + 1);
+    expect(b.chunks_known).to.equal(0);
+    expect(b.chunks_new).to.be.at.least(2);
+    const check = await h.cairn(['verify', b.snapshot]);
+    expect(check.code, check.stderr).to.equal(0);
+    const out = h.path('lost-restore');
+    const r = await h.cairn(['restore', b.snapshot, '--target', out]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(compareTrees(src, out)).to.deep.equal([]);
+  });
+});
