@@ -125,20 +125,19 @@ function run(port: NonNullable<typeof parentPort>): void {
         const len = chunker!.next(start, end, eof);
         const slice = buf.subarray(start, start + len);
         const id = chunkId(keys!.idKey, slice);
-        if (known && job.kind === 'data') {
-          if (known.has(id)) {
-            post({ type: 'chunk', jobId: job.jobId, id, size: len, known: true });
-            start += len;
-            bytes += len;
-            continue;
-          }
-          // From here this chunk is sealed and posted, whatever happens next (see known-ids.ts).
-          known.add(id);
+        const table = job.kind === 'data' ? known : undefined;
+        if (table?.has(id)) {
+          post({ type: 'chunk', jobId: job.jobId, id, size: len, known: true });
+          start += len;
+          bytes += len;
+          continue;
         }
         const blob = sealChunkSync(keys!, id, slice, job.kind, { alloc: (n) => ring?.take(n, flush) ?? Buffer.allocUnsafeSlow(n) });
         reserve(blob.length);
         if (blob.buffer instanceof SharedArrayBuffer) post({ type: 'chunk', jobId: job.jobId, id, size: len, ring: [blob.byteOffset, blob.length] });
         else post({ type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer }, [blob.buffer as ArrayBuffer]);
+        // Only once its blob is on its way: every id in the table has a sealed copy (known-ids.ts).
+        table?.add(id);
         start += len;
         bytes += len;
       }

@@ -6,9 +6,9 @@ import { CHUNK_ID_BYTES } from '../core/chunk-id';
  * travels to the main thread as a bare reference.
  *
  * An id is here because either
- * - a worker met it first in this run: that worker seals and posts it whatever happens next
- *   (the check and the insert come before sealing, nothing after them can skip the post), and
- *   the uploader sends it or finds the box holds it before the run commits; or
+ * - a worker sealed it in this run: the id goes in once the blob is posted to the main thread,
+ *   whose uploader sends it or finds the box holds it before the run commits (two workers
+ *   meeting one id at once may both seal it; the uploader then drops one); or
  * - it is in the chunk list the files cache holds for a file that has changed since the last
  *   committed backup to the same store. The box holds those chunks while that snapshot is kept,
  *   as it does those of unchanged files, and the commit checks every reference: if one is gone
