@@ -38,6 +38,18 @@ describe('integration: chunks met before are not sealed again', function () {
     }
     return out;
   };
+  /** an empty source directory and the random bytes to fill it with */
+  const newTree = (name: string): { src: string; rng: Prng } => {
+    const src = h.path(name);
+    fs.mkdirSync(src);
+    return { src, rng: new Prng(`known-${name}`) };
+  };
+  const restoresExactly = async (snapshot: string, src: string): Promise<void> => {
+    const out = `${src}-restore`;
+    const r = await h.cairn(['restore', snapshot, '--target', out]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(compareTrees(src, out)).to.deep.equal([]);
+  };
   /** how many chunks of `files`, in this order, repeat one before them (or one of `seen`) */
   const repeats = (files: string[], seen = new Set<string>()): number => {
     let n = 0;
@@ -51,9 +63,7 @@ describe('integration: chunks met before are not sealed again', function () {
   };
 
   it('a first backup seals copies and repeated content once, and restores them exactly', async () => {
-    const src = h.path('dups');
-    fs.mkdirSync(src);
-    const rng = new Prng('known-dups');
+    const { src, rng } = newTree('dups');
     const a = rng.bytes(6 * 1024 * 1024);
     fs.writeFileSync(path.join(src, 'a.bin'), a);
     fs.writeFileSync(path.join(src, 'b-copy.bin'), a);
@@ -66,16 +76,11 @@ describe('integration: chunks met before are not sealed again', function () {
     expect(b.chunks_known).to.equal(expected);
     // nothing was uploaded twice: what went up is about a.bin, c's middle, d-other.bin and the manifest
     expect(b.bytes_uploaded).to.be.below(6 * 1024 * 1024 + 2 * 1024 * 1024 + 4 * 1024 * 1024 + 256 * 1024);
-    const out = h.path('dups-restore');
-    const r = await h.cairn(['restore', b.snapshot, '--target', out]);
-    expect(r.code, r.stderr).to.equal(0);
-    expect(compareTrees(src, out)).to.deep.equal([]);
+    await restoresExactly(b.snapshot, src);
   });
 
   it("a changed file's unchanged chunks are referenced, not sealed again", async () => {
-    const src = h.path('changed');
-    fs.mkdirSync(src);
-    const rng = new Prng('known-changed');
+    const { src, rng } = newTree('changed');
     const big = path.join(src, 'disk.img');
     fs.writeFileSync(big, rng.bytes(16 * 1024 * 1024));
     fs.writeFileSync(path.join(src, 'notes.txt'), 'unchanged');
@@ -92,16 +97,11 @@ describe('integration: chunks met before are not sealed again', function () {
     expect(b.chunks_known).to.equal(expected);
     // the edited chunk(s) and the manifest, nothing more
     expect(b.chunks_new).to.be.at.most(hashesOf(big).length - expected + 1);
-    const out = h.path('changed-restore');
-    const r = await h.cairn(['restore', b.snapshot, '--target', out]);
-    expect(r.code, r.stderr).to.equal(0);
-    expect(compareTrees(src, out)).to.deep.equal([]);
+    await restoresExactly(b.snapshot, src);
   });
 
   it('a chunk the last version had but the box lost (quarantined) is sealed and uploaded again', async () => {
-    const src = h.path('lost');
-    fs.mkdirSync(src);
-    const rng = new Prng('known-lost');
+    const { src, rng } = newTree('lost');
     const victim = path.join(src, 'victim.bin');
     fs.writeFileSync(victim, rng.bytes(3 * 1024 * 1024));
     await h.cairnJson<BackupJson>(['backup', src, '--source', 'lost']);
@@ -122,9 +122,6 @@ describe('integration: chunks met before are not sealed again', function () {
     expect(b.chunks_new).to.be.at.least(2);
     const check = await h.cairn(['verify', b.snapshot]);
     expect(check.code, check.stderr).to.equal(0);
-    const out = h.path('lost-restore');
-    const r = await h.cairn(['restore', b.snapshot, '--target', out]);
-    expect(r.code, r.stderr).to.equal(0);
-    expect(compareTrees(src, out)).to.deep.equal([]);
+    await restoresExactly(b.snapshot, src);
   });
 });
