@@ -9,7 +9,7 @@ import { Chunker } from '../../src/core/chunker';
 import { AgentHome } from '../../src/agent/state';
 import type { BackupResult } from '../../src/agent/backup';
 
-type BackupJson = Pick<BackupResult, 'snapshot' | 'chunks_new' | 'chunks_known' | 'bytes_uploaded' | 'bytes_read' | 'warnings'>;
+type BackupJson = Pick<BackupResult, 'snapshot' | 'chunks_new' | 'chunks_known' | 'bytes_new' | 'bytes_read' | 'warnings'>;
 
 /**
  * Chunks a run has met before (earlier in the run, or in the last version of a changed file)
@@ -28,12 +28,12 @@ describe('integration: chunks met before are not sealed again', function () {
   });
   after(async () => h.close());
 
-  const hashesOf = (file: string): string[] => {
+  const chunksOf = (file: string): { hash: string; size: number }[] => {
     const data = fs.readFileSync(file);
-    const out: string[] = [];
+    const out: { hash: string; size: number }[] = [];
     let pos = 0;
     for (const len of chunker.split(data)) {
-      out.push(createHash('sha256').update(data.subarray(pos, pos + len)).digest('hex'));
+      out.push({ hash: createHash('sha256').update(data.subarray(pos, pos + len)).digest('hex'), size: len });
       pos += len;
     }
     return out;
@@ -50,16 +50,23 @@ describe('integration: chunks met before are not sealed again', function () {
     expect(r.code, r.stderr).to.equal(0);
     expect(compareTrees(src, out)).to.deep.equal([]);
   };
-  /** how many chunks of `files`, in this order, repeat one before them (or one of `seen`) */
-  const repeats = (files: string[], seen = new Set<string>()): number => {
-    let n = 0;
+  /**
+   * How many chunks of `files`, in this order, repeat one before them (or one of `seen`), and
+   * the bytes of those that do not.
+   */
+  const repeats = (files: string[], seen = new Set<string>()): { repeated: number; freshBytes: number } => {
+    let repeated = 0;
+    let freshBytes = 0;
     for (const f of files) {
-      for (const h of hashesOf(f)) {
-        if (seen.has(h)) n++;
-        else seen.add(h);
+      for (const c of chunksOf(f)) {
+        if (seen.has(c.hash)) repeated++;
+        else {
+          seen.add(c.hash);
+          freshBytes += c.size;
+        }
       }
     }
-    return n;
+    return { repeated, freshBytes };
   };
 
   it('a first backup seals copies and repeated content once, and restores them exactly', async () => {
@@ -70,12 +77,12 @@ describe('integration: chunks met before are not sealed again', function () {
     fs.writeFileSync(path.join(src, 'c-twice.bin'), Buffer.concat([a, rng.bytes(100_000), a]));
     fs.writeFileSync(path.join(src, 'd-other.bin'), rng.bytes(2 * 1024 * 1024));
     const files = ['a.bin', 'b-copy.bin', 'c-twice.bin', 'd-other.bin'].map((f) => path.join(src, f));
-    const expected = repeats(files);
+    const { repeated: expected, freshBytes } = repeats(files);
     expect(expected, 'the tree repeats chunks').to.be.greaterThan(8);
     const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'dups', '--threads', '1']);
     expect(b.chunks_known).to.equal(expected);
-    // nothing was uploaded twice: what went up is about a.bin, c's middle, d-other.bin and the manifest
-    expect(b.bytes_uploaded).to.be.below(6 * 1024 * 1024 + 2 * 1024 * 1024 + 4 * 1024 * 1024 + 256 * 1024);
+    // nothing went up twice: the new chunks are the first of each content, and the manifest
+    expect(b.bytes_new - freshBytes, 'bytes of the manifest').to.be.within(1, 64 * 1024);
     await restoresExactly(b.snapshot, src);
   });
 
@@ -85,18 +92,19 @@ describe('integration: chunks met before are not sealed again', function () {
     fs.writeFileSync(big, rng.bytes(16 * 1024 * 1024));
     fs.writeFileSync(path.join(src, 'notes.txt'), 'unchanged');
     await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
-    const before = new Set(hashesOf(big));
+    const before = new Set(chunksOf(big).map((c) => c.hash));
     // rewrite 64 KiB in place in the middle
     const fd = fs.openSync(big, 'r+');
     fs.writeSync(fd, rng.bytes(64 * 1024), 0, 64 * 1024, 8 * 1024 * 1024);
     fs.closeSync(fd);
-    const expected = repeats([big], before);
-    expect(expected, 'most chunks survive the edit').to.be.at.least(hashesOf(big).length - 2);
+    const expected = repeats([big], before).repeated;
+    // Which chunks the edit touches depends on the box's random gear key (CI once saw 3 of 11).
+    expect(expected, 'most chunks survive the edit').to.be.at.least(chunksOf(big).length / 2);
     const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
     expect(b.bytes_read).to.equal(16 * 1024 * 1024);
     expect(b.chunks_known).to.equal(expected);
     // the edited chunk(s) and the manifest, nothing more
-    expect(b.chunks_new).to.be.at.most(hashesOf(big).length - expected + 1);
+    expect(b.chunks_new).to.be.at.most(chunksOf(big).length - expected + 1);
     await restoresExactly(b.snapshot, src);
   });
 
