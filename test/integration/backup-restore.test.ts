@@ -5,9 +5,6 @@ import { Harness } from './harness';
 import { generateSample, mutateSample, Prng } from '../../scripts/lib/sample';
 import type { BackupResult } from '../../src/agent/backup';
 import { compareTrees } from '../../scripts/lib/tree';
-import { createHash } from 'node:crypto';
-import { Chunker } from '../../src/core/chunker';
-import { AgentHome } from '../../src/agent/state';
 
 type BackupJson = Pick<BackupResult, 'snapshot' | 'files' | 'bytes_scanned' | 'bytes_read' | 'bytes_new' | 'bytes_uploaded' | 'chunks_new' | 'duration_s'>;
 
@@ -90,18 +87,7 @@ describe('integration: backup and restore over TLS', function () {
     // box (over 200 keys: a median of 2.9% of this tree, 11% of keys above 5%, at most 11.7%).
     // So the test works out, with the agent's own key, which chunks the edit creates, and
     // checks that the backup re-reads exactly the changed files and uploads exactly those chunks.
-    const keys = new AgentHome(h.home).keys(h.agentConfig());
-    const chunker = new Chunker(keys.gearKey);
-    const chunksOf = (rel: string): { hash: string; size: number }[] => {
-      const data = fs.readFileSync(path.join(src, rel));
-      const out: { hash: string; size: number }[] = [];
-      let pos = 0;
-      for (const len of chunker.split(data)) {
-        out.push({ hash: createHash('sha256').update(data.subarray(pos, pos + len)).digest('hex'), size: len });
-        pos += len;
-      }
-      return out;
-    };
+    const chunksOf = (rel: string): { hash: string; size: number }[] => h.chunksOf(path.join(src, rel));
     const edited = ['documents/report-0.txt', 'media/video.bin'];
     const stored = new Set(edited.flatMap((rel) => chunksOf(rel).map((c) => c.hash)));
     mutateSample(src, 0.01);

@@ -2,10 +2,12 @@ import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import os from 'node:os';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { CAIRN, CAIRND, Daemon, run, RunResult, runJson, startDaemon } from '../../scripts/lib/procs';
 import { AgentHome, AgentConfig } from '../../src/agent/state';
 import { clientFor } from '../../src/agent/pair';
 import { BoxClient } from '../../src/agent/box-client';
+import { Chunker } from '../../src/core/chunker';
 
 /** A real box (cairnd process) and a real agent home in a temp dir, for integration tests. */
 /**
@@ -56,6 +58,7 @@ export class Harness {
   readonly data: string;
   readonly home: string;
   daemon: Daemon | undefined;
+  private chunker: Chunker | undefined;
 
   constructor(name = 'cairn-it') {
     this.work = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
@@ -107,6 +110,23 @@ export class Harness {
 
   cairndJson<T>(args: string[]): Promise<T> {
     return runJson<T>(CAIRND, [...args, '--data', this.data], this.env);
+  }
+
+  /**
+   * The chunks the paired agent cuts `file` into (with its own gear key, so the cut points are
+   * this box's), each as the SHA-256 of its bytes and its size: what a test can expect the
+   * agent to read, seal and upload.
+   */
+  chunksOf(file: string): { hash: string; size: number }[] {
+    this.chunker ??= new Chunker(new AgentHome(this.home).keys(this.agentConfig()).gearKey);
+    const data = fs.readFileSync(file);
+    const out: { hash: string; size: number }[] = [];
+    let pos = 0;
+    for (const len of this.chunker.split(data)) {
+      out.push({ hash: createHash('sha256').update(data.subarray(pos, pos + len)).digest('hex'), size: len });
+      pos += len;
+    }
+    return out;
   }
 
   agentConfig(): AgentConfig {

@@ -1,12 +1,9 @@
 import { expect } from 'chai';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import { Harness, flipStoredBlob } from './harness';
 import { Prng } from '../../scripts/lib/sample';
 import { compareTrees } from '../../scripts/lib/tree';
-import { Chunker } from '../../src/core/chunker';
-import { AgentHome } from '../../src/agent/state';
 import type { BackupResult } from '../../src/agent/backup';
 
 type BackupJson = Pick<BackupResult, 'snapshot' | 'chunks_new' | 'chunks_known' | 'bytes_new' | 'bytes_read' | 'warnings'>;
@@ -20,24 +17,12 @@ type BackupJson = Pick<BackupResult, 'snapshot' | 'chunks_new' | 'chunks_known' 
 describe('integration: chunks met before are not sealed again', function () {
   this.timeout(180_000);
   let h: Harness;
-  let chunker: Chunker;
 
   before(async () => {
     h = await new Harness().up();
-    chunker = new Chunker(new AgentHome(h.home).keys(h.agentConfig()).gearKey);
   });
   after(async () => h.close());
 
-  const chunksOf = (file: string): { hash: string; size: number }[] => {
-    const data = fs.readFileSync(file);
-    const out: { hash: string; size: number }[] = [];
-    let pos = 0;
-    for (const len of chunker.split(data)) {
-      out.push({ hash: createHash('sha256').update(data.subarray(pos, pos + len)).digest('hex'), size: len });
-      pos += len;
-    }
-    return out;
-  };
   /** an empty source directory and the random bytes to fill it with */
   const newTree = (name: string): { src: string; rng: Prng } => {
     const src = h.path(name);
@@ -58,7 +43,7 @@ describe('integration: chunks met before are not sealed again', function () {
     let repeated = 0;
     let freshBytes = 0;
     for (const f of files) {
-      for (const c of chunksOf(f)) {
+      for (const c of h.chunksOf(f)) {
         if (seen.has(c.hash)) repeated++;
         else {
           seen.add(c.hash);
@@ -92,19 +77,19 @@ describe('integration: chunks met before are not sealed again', function () {
     fs.writeFileSync(big, rng.bytes(16 * 1024 * 1024));
     fs.writeFileSync(path.join(src, 'notes.txt'), 'unchanged');
     await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
-    const before = new Set(chunksOf(big).map((c) => c.hash));
+    const before = new Set(h.chunksOf(big).map((c) => c.hash));
     // rewrite 64 KiB in place in the middle
     const fd = fs.openSync(big, 'r+');
     fs.writeSync(fd, rng.bytes(64 * 1024), 0, 64 * 1024, 8 * 1024 * 1024);
     fs.closeSync(fd);
     const expected = repeats([big], before).repeated;
     // Which chunks the edit touches depends on the box's random gear key (CI once saw 3 of 11).
-    expect(expected, 'most chunks survive the edit').to.be.at.least(chunksOf(big).length / 2);
+    expect(expected, 'most chunks survive the edit').to.be.at.least(h.chunksOf(big).length / 2);
     const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
     expect(b.bytes_read).to.equal(16 * 1024 * 1024);
     expect(b.chunks_known).to.equal(expected);
     // the edited chunk(s) and the manifest, nothing more
-    expect(b.chunks_new).to.be.at.most(chunksOf(big).length - expected + 1);
+    expect(b.chunks_new).to.be.at.most(h.chunksOf(big).length - expected + 1);
     await restoresExactly(b.snapshot, src);
   });
 
