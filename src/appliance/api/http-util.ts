@@ -42,6 +42,66 @@ export function readBody(req: http.IncomingMessage, limit: number): Promise<Buff
   });
 }
 
+/** A request body in a buffer that must be handed back (`release`) once nothing reads it any more. */
+export interface PooledBody {
+  body: Buffer;
+  release: () => void;
+}
+
+/**
+ * Like readBody, but a body whose declared length fits the pool's buffers is read straight
+ * into one of them instead of being gathered in pieces and copied into a fresh allocation.
+ * (The box's upload bodies: 4 MiB each, 640 MB in a 1 GB first backup, every fresh buffer
+ * of which cost page faults and collections.) A body without a declared length, or a longer
+ * one, is read as readBody reads it. The caller calls `release` when done, also on failure.
+ */
+export async function readBodyPooled(req: http.IncomingMessage, limit: number, pool: { size: number; take(n: number): Buffer; give(b: Buffer): void }): Promise<PooledBody> {
+  const declared = req.headers['content-length'];
+  const n = declared === undefined ? NaN : Number(declared);
+  if (!Number.isSafeInteger(n) || n <= 0 || n > pool.size || n > limit) return { body: await readBody(req, limit), release: () => undefined };
+  const buf = pool.take(n);
+  let released = false;
+  const release = (): void => {
+    if (released) return;
+    released = true;
+    pool.give(buf);
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let fill = 0;
+      let done = false;
+      const fail = (err: CairnError): void => {
+        if (done) return;
+        done = true;
+        reject(err);
+      };
+      req.on('data', (d: Buffer) => {
+        if (done) return;
+        if (fill + d.length > n) {
+          fail(new CairnError('CAIRN_API_BAD_REQUEST', `request body is longer than its declared ${n} bytes`));
+          return;
+        }
+        d.copy(buf, fill);
+        fill += d.length;
+      });
+      req.on('end', () => {
+        if (done) return;
+        if (fill !== n) fail(new CairnError('CAIRN_API_BAD_REQUEST', `request body was cut short: ${fill} of ${n} bytes`));
+        else {
+          done = true;
+          resolve();
+        }
+      });
+      req.on('aborted', () => fail(new CairnError('CAIRN_API_BAD_REQUEST', 'request body was cut short')));
+      req.on('error', (err) => fail(new CairnError('CAIRN_API_BAD_REQUEST', `request body could not be read: ${errorMessage(err)}`)));
+    });
+  } catch (err) {
+    release();
+    throw err;
+  }
+  return { body: buf, release };
+}
+
 export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   const data = Buffer.from(JSON.stringify(body));
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length });

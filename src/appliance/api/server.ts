@@ -7,14 +7,14 @@ import { Logger } from '../../core/log';
 import { Box } from '../box';
 import {
   API_VERSION, BoxInfo, decodeCommit, decodeIdList, decodeUploadBatch, encodeUploadBatch, FETCH_ANSWER_BYTES, MAX_COMMIT_BYTES, MAX_FETCH_IDS, MAX_MISSING_QUERY,
-  MAX_UPLOAD_BATCH_BYTES, PairRequest, PairResponse, sortUniqueIds,
+  MAX_UPLOAD_BATCH_BYTES, PairRequest, PairResponse, sortUniqueIds, UploadResult,
 } from '../../core/api';
 import { dataKeysToJson } from '../../core/keys';
 import { isChunkIdHex } from '../../core/chunk-id';
 import { AgentRow } from '../store/catalog';
 import { MAX_CHUNK_BLOB } from '../../core/chunk-codec';
 import { storeError } from '../store/durable';
-import { parseJson, readBody, sendBinary, sendJson, sendParts, sendSlices } from './http-util';
+import { parseJson, readBody, readBodyPooled, sendBinary, sendJson, sendParts, sendSlices } from './http-util';
 import type { StoreSpace } from '../store/space';
 import type { PeerSpace } from '../secondary/peer-spaces';
 import { NAMESPACE_HEADER } from '../../core/peer-api';
@@ -295,13 +295,20 @@ export class ApiServer {
     const agent = ctx.agent;
     this.backupActivity(agent);
     if (agent) ctx.space.store.touchSession(agent.id, this.now());
-    const body = await readBody(req, MAX_UPLOAD_BATCH_BYTES + MAX_CHUNK_BLOB + 1024);
-    const items = decodeUploadBatch(body);
-    // Answered once written; fsynced and recorded behind (ChunkStore.writeBehind), before any commit.
-    const r = await ctx.space.store.putBatch(items, { owner: agent?.id, writeBehind: agent !== undefined });
-    // Which ids it held already, so an agent that uploaded without asking counts what was new.
-    const held = r.existedIds?.length ? { existed_ids: r.existedIds.map((id) => id.toString('hex')) } : {};
-    sendJson(res, 200, { stored: r.stored, existed: r.existed, ...held });
+    // The body is read into one of the fetch answers' buffers (see readBodyPooled): putBatch has
+    // written every blob, and keeps copies of the ids it needs later, by the time it returns.
+    const { body, release } = await readBodyPooled(req, MAX_UPLOAD_BATCH_BYTES + MAX_CHUNK_BLOB + 1024, this.answers);
+    let answer: UploadResult;
+    try {
+      const items = decodeUploadBatch(body);
+      // Answered once written; fsynced and recorded behind (ChunkStore.writeBehind), before any commit.
+      const r = await ctx.space.store.putBatch(items, { owner: agent?.id, writeBehind: agent !== undefined });
+      // Which ids it held already, so an agent that uploaded without asking counts what was new.
+      answer = { stored: r.stored, existed: r.existed, ...(r.existedIds?.length ? { existed_ids: r.existedIds.map((id) => id.toString('hex')) } : {}) };
+    } finally {
+      release();
+    }
+    sendJson(res, 200, answer);
   }
 
   private async commit(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext): Promise<void> {
