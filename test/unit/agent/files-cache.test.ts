@@ -142,4 +142,39 @@ describe('files cache', () => {
     expect(rebuilt.lookup('s', p('a')), 'a cache this agent cannot read is started over').to.equal(undefined);
     expect(rebuilt.hasAny('s')).to.equal(false);
   });
+  it('staged rows are the run\'s own: an older agent\'s leftovers and a restarted run\'s rows never take effect', () => {
+    const c = cacheAt();
+    c.beginRun('s');
+    c.stage('s', p('a'), row(1));
+    c.commitRun('s');
+    c.close();
+    // an older agent staged rows in the file and died before its commit
+    const old = new Database(file);
+    old.prepare('INSERT INTO staged VALUES (?, ?, ?, ?, ?, ?, ?)').run('s', p('ghost'), 3, '1', '2', '3', randomBytes(36));
+    old.close();
+    const d = cacheAt();
+    d.beginRun('s');
+    d.stage('s', p('dropped'), row(4)); // this run is given up before its commit...
+    d.beginRun('s'); // ...and the next one starts in the same process
+    d.keep('s', p('a'));
+    d.stage('s', p('b'), row(5));
+    d.commitRun('s');
+    expect(d.lookup('s', p('ghost'))).to.equal(undefined);
+    expect(d.lookup('s', p('dropped'))).to.equal(undefined);
+    expect(d.lookup('s', p('a'))?.size).to.equal(1);
+    expect(d.lookup('s', p('b'))?.size).to.equal(5);
+  });
+
+  it('a run staging more rows than it keeps in memory commits them all', () => {
+    const c = cacheAt();
+    c.beginRun('s');
+    const n = 40_000;
+    const chunks = (i: number): Buffer => Buffer.alloc(96, i % 251);
+    for (let i = 0; i < n; i++) c.stage('s', p(`dir/file-${i}`), { size: i, mtimeNs: '1', ctimeNs: '2', ino: String(i), chunks: chunks(i) });
+    c.commitRun('s');
+    c.close();
+    const again = cacheAt();
+    for (const i of [0, 1, 12_345, 29_999, n - 1]) expect(again.lookup('s', p(`dir/file-${i}`)), `row ${i}`).to.deep.equal({ size: i, mtimeNs: '1', ctimeNs: '2', ino: String(i), chunks: chunks(i) });
+    expect([...again.chunkLists('s')]).to.have.length(n);
+  });
 });
