@@ -1,5 +1,5 @@
-import sodium from 'sodium-native';
-import { uncompressSync } from 'lz4-napi';
+import type Sodium from 'sodium-native';
+import type { uncompressSync as Lz4Uncompress } from 'lz4-napi';
 import { CCtx, DCtx, compressBound, getFrameContentSize } from 'zstd-napi/binding';
 import { chunkId, CHUNK_ID_BYTES } from './chunk-id';
 import { constantTimeEqual, DataKeys } from './keys';
@@ -49,6 +49,21 @@ export const MAX_CHUNK_PLAINTEXT = 8 * 1024 * 1024;
 export const MAX_CHUNK_BLOB = MAX_CHUNK_PLAINTEXT + Math.ceil(MAX_CHUNK_PLAINTEXT / 255) + 16 + 4 + CHUNK_OVERHEAD;
 
 export type ChunkKind = 'data' | 'manifest';
+
+/*
+ * The native bindings load on first use: a command's main thread that never seals or opens a
+ * chunk (a backup's: its workers do) skips the 28 ms libsodium takes to load, which it spent
+ * while its workers were loading theirs on the same two cores. LZ4 only reads version 1 blobs.
+ */
+let sodiumLib: typeof Sodium | undefined;
+function sodium(): typeof Sodium {
+  return (sodiumLib ??= require('sodium-native') as typeof Sodium);
+}
+let lz4Uncompress: typeof Lz4Uncompress | undefined;
+function uncompressSync(b: Buffer): Buffer {
+  lz4Uncompress ??= (require('lz4-napi') as { uncompressSync: typeof Lz4Uncompress }).uncompressSync;
+  return lz4Uncompress(b);
+}
 
 export interface SealOptions {
   /** try to compress (default true); the payload stays raw when compression does not shrink it */
@@ -127,9 +142,9 @@ function encryptPayload(keys: DataKeys, id: Uint8Array, payload: Uint8Array, fla
   const out = alloc ? alloc(n) : Buffer.allocUnsafeSlow(n);
   h.copy(out, 0);
   const nonce = out.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
-  sodium.randombytes_buf(nonce);
+  sodium().randombytes_buf(nonce);
   const ad = Buffer.concat([h, id]);
-  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+  sodium().crypto_aead_xchacha20poly1305_ietf_encrypt(
     out.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES), payload, ad, null, nonce, keyFor(keys, flags));
   return out;
 }
@@ -206,7 +221,7 @@ export function openChunk(keys: DataKeys, id: Uint8Array, blob: Uint8Array, scra
   const payload = inPlace ? cipher.subarray(0, payloadLength) : scratch ? scratch.payload(payloadLength) : Buffer.allocUnsafe(payloadLength);
   let ok = true;
   try {
-    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(payload, null, cipher, Buffer.concat([h, id]), nonce, keyFor(keys, hdr.flags));
+    sodium().crypto_aead_xchacha20poly1305_ietf_decrypt(payload, null, cipher, Buffer.concat([h, id]), nonce, keyFor(keys, hdr.flags));
   } catch {
     ok = false;
   }
