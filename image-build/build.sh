@@ -180,7 +180,7 @@ mkdir -p "$WORK/app/docs" && cp "$REPO/docs/appliance-os.md" "$WORK/app/docs/"
 # lz4-napi's), without running install scripts: native addons are built in the target chroot.
 (cd "$WORK/app" && npm ci --silent --omit=dev --ignore-scripts --no-audit --no-fund --os=linux --cpu="$NPM_CPU" --libc=glibc)
 
-# How native addons (better-sqlite3, rpio, zstd-napi; sodium-native and lz4-napi come prebuilt) are built:
+# How native addons (better-sqlite3, rpio, zstd-napi; sodium-native, lz4-napi and @napi-rs/blake-hash come prebuilt) are built:
 #   native  target = host architecture: in a builder chroot of that architecture.
 #   cross   arm64 on an amd64 host (default there): in an amd64 builder chroot with Debian's
 #           aarch64 cross compiler (gcc 12 against bookworm's arm64 glibc, the image's own),
@@ -365,6 +365,7 @@ chroot "$R" /usr/bin/env -i PATH="$NODE_DIR/bin:/usr/bin:/bin" sh -c "cd $APP_DI
   const Db = require(\"better-sqlite3\"); const db = new Db(\":memory:\"); db.exec(\"create table t(x)\");
   require(\"sodium-native\"); const lz4 = require(\"lz4-napi\"); lz4.compressSync(Buffer.from(\"cairn\"));
   const zstd = require(\"zstd-napi/binding\"); zstd.compressBound(1);
+  require(\"@napi-rs/blake-hash\").Blake3Hasher.newKeyed(Buffer.alloc(32)).update(\"cairn\").digestBuffer();
   require(\"rpio\");
   console.log(\"addons load in the image on \" + process.arch + \" (node \" + process.version + \")\");'"
 chroot_umounts "$R"

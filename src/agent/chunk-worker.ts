@@ -124,7 +124,7 @@ function run(port: NonNullable<typeof parentPort>): void {
         if (start === end) break;
         const len = chunker!.next(start, end, eof);
         const slice = buf.subarray(start, start + len);
-        const id = chunkId(keys!.idKey, slice);
+        const id = chunkId(keys!, slice);
         const table = job.kind === 'data' ? known : undefined;
         if (table?.has(id)) {
           post({ type: 'chunk', jobId: job.jobId, id, size: len, known: true });

@@ -71,7 +71,7 @@ export class Box implements StoreSpace {
   }
 
   private constructor(readonly dir: DataDir, readonly identity: BoxIdentity, readonly catalog: Catalog) {
-    this.keys = deriveDataKeys(identity.masterKey);
+    this.keys = deriveDataKeys(identity.masterKey, identity.chunkIds);
     this.blobs = new LocalBlobStore(dir.chunks, dir.tmp);
     this.store = new ChunkStore(this.blobs, catalog, this.keys, dir.refs, dir.tmp);
     this.config = readBoxConfig(dir);

@@ -7,6 +7,7 @@ import { BoxIdentity, deriveEscrowKey } from './identity';
 import { writeFileDurable } from './store/durable';
 import { createHmac } from 'node:crypto';
 import { ESCROW_ACCESS_LABEL } from '../core/peer-api';
+import { IdScheme, isIdScheme } from '../core/keys';
 import type { AgentRegistryRow } from './store/catalog';
 import type { SecondaryLink } from './secondary/link';
 
@@ -35,8 +36,16 @@ export const ESCROW_FORMAT_V1 = 'cairn-escrow-v1';
  * (address, pin, this box's credential there), the agent registry (credential hashes) and
  * per-source retention. v1 blobs still open (those fields are then absent).
  */
-export const ESCROW_FORMAT = 'cairn-escrow-v2';
-type EscrowFormat = typeof ESCROW_FORMAT | typeof ESCROW_FORMAT_V1;
+export const ESCROW_FORMAT_V2 = 'cairn-escrow-v2';
+/**
+ * Format v3 (with BLAKE3 ids): v2 under the name "cairn-escrow-v3", whose plaintext adds chunk_ids, how the
+ * box's store names chunks (keys.ts IdScheme): a box rebuilt from it must compute the same ids.
+ * A v1 or v2 blob comes from a box older than BLAKE3 ids, whose store names chunks with HMAC-SHA-256.
+ * A cairnd older than v3 refuses a v3 blob rather than rebuild a box with the wrong hash.
+ */
+export const ESCROW_FORMAT = 'cairn-escrow-v3';
+type EscrowFormat = typeof ESCROW_FORMAT | typeof ESCROW_FORMAT_V2 | typeof ESCROW_FORMAT_V1;
+const ESCROW_FORMATS: readonly string[] = [ESCROW_FORMAT, ESCROW_FORMAT_V2, ESCROW_FORMAT_V1];
 const KDF_ALG = 'argon2id13';
 const MAX_ESCROW_BYTES = 1024 * 1024;
 
@@ -54,6 +63,8 @@ export interface EscrowContents extends EscrowExtra {
   name: string;
   role: 'primary' | 'secondary';
   master_key: Buffer;
+  /** hmac-sha256 for a v1 or v2 blob */
+  chunk_ids: IdScheme;
   config: Record<string, unknown>;
   sealed_at: string;
 }
@@ -77,7 +88,7 @@ export function sealEscrow(identity: BoxIdentity, config: Record<string, unknown
   const sealedAt = now.toISOString();
   const plaintext = Buffer.from(
     JSON.stringify({
-      box_id: identity.boxId, name: identity.name, role: identity.role, master_key: identity.masterKey.toString('base64'), config, sealed_at: sealedAt,
+      box_id: identity.boxId, name: identity.name, role: identity.role, master_key: identity.masterKey.toString('base64'), chunk_ids: identity.chunkIds, config, sealed_at: sealedAt,
       tls_key_pem: identity.tlsKeyPem, tls_cert_pem: identity.tlsCertPem, ...extra,
     }),
   );
@@ -133,7 +144,7 @@ export function openEscrow(blob: string | Buffer, recoveryKey: string | { escrow
   } catch {
     throw invalid('it is not JSON');
   }
-  if (!env || (env.format !== ESCROW_FORMAT && env.format !== ESCROW_FORMAT_V1)) throw invalid(`unknown format ${JSON.stringify(env?.format)}`);
+  if (!env || typeof env.format !== 'string' || !ESCROW_FORMATS.includes(env.format)) throw invalid(`unknown format ${JSON.stringify(env?.format)}`);
   const format = env.format;
   if (typeof env.box_id !== 'string' || !/^[0-9a-f]{16}$/.test(env.box_id)) throw invalid('bad box id');
   const kdf = env.kdf;
@@ -154,10 +165,12 @@ export function openEscrow(blob: string | Buffer, recoveryKey: string | { escrow
   } finally {
     sodium.sodium_memzero(key);
   }
-  const p = JSON.parse(plaintext.toString()) as Omit<EscrowContents, 'master_key'> & { master_key: string };
+  const p = JSON.parse(plaintext.toString()) as Omit<EscrowContents, 'master_key' | 'chunk_ids'> & { master_key: string; chunk_ids?: unknown };
   sodium.sodium_memzero(plaintext);
   if (p.box_id !== env.box_id) throw invalid('box id inside does not match the envelope');
-  return { ...p, format, master_key: b64(p.master_key, 'master key', 32) };
+  const chunkIds = format === ESCROW_FORMAT ? p.chunk_ids : 'hmac-sha256';
+  if (!isIdScheme(chunkIds)) throw invalid(`unknown chunk id scheme ${JSON.stringify(chunkIds)}`);
+  return { ...p, format, master_key: b64(p.master_key, 'master key', 32), chunk_ids: chunkIds };
 }
 
 /** Reads and opens the escrow file of a data directory. */

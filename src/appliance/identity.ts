@@ -8,6 +8,7 @@ import { DataDir } from './data-dir';
 import { newRecoveryKey } from '../core/recovery-key';
 import { spkiPin } from '../core/pairing-token';
 import { fsyncDir, writeFileDurable } from './store/durable';
+import { DEFAULT_ID_SCHEME, IdScheme, isIdScheme } from '../core/keys';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -21,6 +22,8 @@ export interface BoxIdentity {
   name: string;
   role: 'primary' | 'secondary';
   masterKey: Buffer;
+  /** how the store names chunks (keys.ts IdScheme); fixed at activation */
+  chunkIds: IdScheme;
   escrowKey: Buffer;
   escrowSalt: Buffer;
   tlsKeyPem: string;
@@ -29,16 +32,23 @@ export interface BoxIdentity {
   spkiSha256: Buffer;
 }
 
+/**
+ * keys.json. Format 1 (before BLAKE3 ids) had no chunk_ids field: its store names chunks with
+ * HMAC-SHA-256, and it is read as such for good. Format 2 adds chunk_ids (keys.ts IdScheme).
+ * A cairnd older than format 2 refuses it rather than compute ids with the wrong hash.
+ */
 interface KeysFile {
-  format: 1;
+  format: 1 | 2;
   box_id: string;
   name: string;
   role: 'primary' | 'secondary';
   master_key: string;
+  chunk_ids?: IdScheme;
   escrow_key: string;
   escrow_salt: string;
   created: string;
 }
+const KEYS_FORMAT = 2 as const;
 
 export function certSpkiSha256(certPem: string | Buffer): Buffer {
   const c = new X509Certificate(certPem);
@@ -73,7 +83,7 @@ export function deriveEscrowKey(recoveryRaw: Buffer, salt: Buffer): Buffer {
 }
 
 /** Activation: creates keys and TLS identity. Returns the recovery key text, which is shown once and never stored. */
-export async function initIdentity(dir: DataDir, opts: { name: string; role?: 'primary' | 'secondary' }): Promise<{ identity: BoxIdentity; recoveryKey: string }> {
+export async function initIdentity(dir: DataDir, opts: { name: string; role?: 'primary' | 'secondary'; chunkIds?: IdScheme }): Promise<{ identity: BoxIdentity; recoveryKey: string }> {
   if (isInitialized(dir)) {
     throw new CairnError('CAIRN_STORE_ALREADY_INITIALIZED', `${dir.root} already holds an activated box; refusing to overwrite its keys`);
   }
@@ -86,14 +96,16 @@ export async function initIdentity(dir: DataDir, opts: { name: string; role?: 'p
   const escrowKey = deriveEscrowKey(recovery.raw, escrowSalt);
   const tls = await makeTlsIdentity(opts.name);
   const role = opts.role ?? 'primary';
+  const chunkIds = opts.chunkIds ?? DEFAULT_ID_SCHEME;
   writeFileDurable(dir.tlsKey, tls.keyPem, 0o600);
   writeFileDurable(dir.tlsCert, tls.certPem, 0o644);
   const file: KeysFile = {
-    format: 1,
+    format: KEYS_FORMAT,
     box_id: boxId,
     name: opts.name,
     role,
     master_key: masterKey.toString('base64'),
+    chunk_ids: chunkIds,
     escrow_key: escrowKey.toString('base64'),
     escrow_salt: escrowSalt.toString('base64'),
     created: new Date().toISOString(),
@@ -102,7 +114,7 @@ export async function initIdentity(dir: DataDir, opts: { name: string; role?: 'p
   writeFileDurable(dir.keys, JSON.stringify(file, null, 2) + '\n', 0o600);
   fsyncDir(dir.root);
   return {
-    identity: { boxId, name: opts.name, role, masterKey, escrowKey, escrowSalt, tlsKeyPem: tls.keyPem, tlsCertPem: tls.certPem, spkiSha256: certSpkiSha256(tls.certPem) },
+    identity: { boxId, name: opts.name, role, masterKey, chunkIds, escrowKey, escrowSalt, tlsKeyPem: tls.keyPem, tlsCertPem: tls.certPem, spkiSha256: certSpkiSha256(tls.certPem) },
     recoveryKey: recovery.text,
   };
 }
@@ -111,14 +123,14 @@ export async function initIdentity(dir: DataDir, opts: { name: string; role?: 'p
  * Recovery: writes an identity taken back from an escrow (same box id, master key and TLS key
  * pair, so agents' pins and credentials keep working). keys.json last, as at activation.
  */
-export function writeRecoveredIdentity(dir: DataDir, id: { boxId: string; name: string; masterKey: Buffer; escrowKey: Buffer; escrowSalt: Buffer; tlsKeyPem: string; tlsCertPem: string }): BoxIdentity {
+export function writeRecoveredIdentity(dir: DataDir, id: { boxId: string; name: string; masterKey: Buffer; chunkIds: IdScheme; escrowKey: Buffer; escrowSalt: Buffer; tlsKeyPem: string; tlsCertPem: string }): BoxIdentity {
   if (isInitialized(dir)) throw new CairnError('CAIRN_STORE_ALREADY_INITIALIZED', `${dir.root} already holds an activated box; recover into a fresh data directory`);
   fs.mkdirSync(dir.root, { recursive: true, mode: 0o700 });
   fs.mkdirSync(dir.tlsDir, { recursive: true, mode: 0o700 });
   writeFileDurable(dir.tlsKey, id.tlsKeyPem, 0o600);
   writeFileDurable(dir.tlsCert, id.tlsCertPem, 0o644);
   const file: KeysFile = {
-    format: 1, box_id: id.boxId, name: id.name, role: 'primary', master_key: id.masterKey.toString('base64'),
+    format: KEYS_FORMAT, box_id: id.boxId, name: id.name, role: 'primary', master_key: id.masterKey.toString('base64'), chunk_ids: id.chunkIds,
     escrow_key: id.escrowKey.toString('base64'), escrow_salt: id.escrowSalt.toString('base64'), created: new Date().toISOString(),
   };
   writeFileDurable(dir.keys, JSON.stringify(file, null, 2) + '\n', 0o600);
@@ -137,13 +149,16 @@ export function loadIdentity(dir: DataDir): BoxIdentity {
     throw err;
   }
   const k = JSON.parse(raw) as KeysFile;
-  if (k.format !== 1) throw new CairnError('CAIRN_STORE_IO', `keys file ${dir.keys} has unknown format ${String(k.format)}`);
+  if (k.format !== 1 && k.format !== 2) throw new CairnError('CAIRN_STORE_IO', `keys file ${dir.keys} has unknown format ${String(k.format)}`);
+  const chunkIds: unknown = k.format === 1 ? 'hmac-sha256' : k.chunk_ids;
+  if (!isIdScheme(chunkIds)) throw new CairnError('CAIRN_STORE_IO', `keys file ${dir.keys} names an unknown chunk id scheme ${JSON.stringify(chunkIds)}`);
   const tlsCertPem = fs.readFileSync(dir.tlsCert, 'utf8');
   return {
     boxId: k.box_id,
     name: k.name,
     role: k.role,
     masterKey: Buffer.from(k.master_key, 'base64'),
+    chunkIds,
     escrowKey: Buffer.from(k.escrow_key, 'base64'),
     escrowSalt: Buffer.from(k.escrow_salt, 'base64'),
     tlsKeyPem: fs.readFileSync(dir.tlsKey, 'utf8'),

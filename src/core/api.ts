@@ -51,7 +51,8 @@ export interface PairResponse {
   credential: string;
   box: string;
   box_name: string;
-  keys: { idKey: string; chunkKey: string; manifestKey: string; gearKey: string };
+  /** see DataKeysJson: `idKeyBlake3` instead of `idKey` from a box activated with BLAKE3 ids */
+  keys: import('./keys').DataKeysJson;
   /** where this agent backs up when its box is down (absent from boxes older than continuity) */
   continuity?: import('./peer-api').ContinuityInfo;
 }

@@ -260,7 +260,7 @@ export function openChunk(keys: DataKeys, id: Uint8Array, blob: Uint8Array, scra
     plain = payload;
   }
   if (plain.length !== hdr.plainLength) throw new CairnError('CAIRN_CHUNK_HEADER_INVALID', 'plaintext length does not match the header');
-  if (!constantTimeEqual(chunkId(keys.idKey, plain), id)) {
+  if (!constantTimeEqual(chunkId(keys, plain), id)) {
     throw new CairnError('CAIRN_CHUNK_ID_MISMATCH', `chunk ${Buffer.from(id).toString('hex').slice(0, 16)}… decrypted but its content does not match its id`);
   }
   return plain;

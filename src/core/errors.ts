@@ -63,7 +63,8 @@ export type CairnErrorCode =
   | 'CAIRN_SETUP_MODE'
   | 'CAIRN_ROLE_MISMATCH'
   | 'CAIRN_SECONDARY_NOT_LINKED'
-  | 'CAIRN_RECOVERY_REFUSED';
+  | 'CAIRN_RECOVERY_REFUSED'
+  | 'CAIRN_BLAKE3_UNAVAILABLE';
 
 const HTTP_STATUS: Partial<Record<CairnErrorCode, number>> = {
   CAIRN_USAGE: 400,

@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       const items = [];
       for (let i = 0; i < Math.min(1000, perSnap - b); i++) {
         const plain = rng.bytes(512 + rng.int(1024));
-        const id = chunkId(box.keys.idKey, plain);
+        const id = chunkId(box.keys, plain);
         items.push({ id, blob: await sealChunk(box.keys, id, plain, 'data') });
         ids.push(id);
       }
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   const bigIds: Buffer[] = [];
   for (let i = 0; i < verifyMb; i++) {
     const plain = i % 2 ? rng.bytes(1024 * 1024) : Buffer.from(rng.bytes(768 * 1024).toString('base64').slice(0, 1024 * 1024));
-    const id = chunkId(box.keys.idKey, plain);
+    const id = chunkId(box.keys, plain);
     bigIds.push(id);
     items.push({ id, blob: await sealChunk(box.keys, id, plain, 'data') });
     if (items.length === 32) await box.store.putBatch(items.splice(0));

@@ -88,7 +88,7 @@ describe('integration: append-only agents and hostile input', function () {
     const r1 = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id, blob: forged }]))).toString());
     expect(r1).to.deep.equal({ stored: 0, existed: 1, existed_ids: [id.toString('hex')] });
     const plain = Buffer.from('x'.repeat(1000));
-    const pid = chunkId(keys.idKey, plain);
+    const pid = chunkId(keys, plain);
     const blob = await sealChunk(keys, pid, plain, 'data');
     const first = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob }]))).toString());
     const again = JSON.parse((await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: pid, blob: await sealChunk(keys, pid, plain, 'data') }]))).toString());
@@ -143,7 +143,7 @@ describe('integration: append-only agents and hostile input', function () {
     expect(await rawExchange(h, stream)).to.match(/^HTTP\/1\.1 413|^ECONNRESET$/);
     // truncated upload: declares more than it sends, then hangs up
     const plain = Buffer.from('truncated chunk content');
-    const tid = chunkId(keys.idKey, plain);
+    const tid = chunkId(keys, plain);
     const body = Buffer.concat(encodeUploadBatch([{ id: tid, blob: await sealChunk(keys, tid, plain, 'data') }]));
     await rawExchange(h, Buffer.concat([Buffer.from(`POST /v1/chunks HTTP/1.1\r\nHost: box\r\nAuthorization: ${auth}\r\nContent-Length: ${body.length}\r\n\r\n`), body.subarray(0, body.length - 10)]), { destroyAfterWrite: true });
     // header junk
@@ -222,7 +222,7 @@ describe('integration: append-only agents and hostile input', function () {
     /** A blob sealed with the right keys whose content does not hash to the id it is uploaded under. */
     const forge = async (label: string): Promise<{ id: Buffer; blob: Buffer; good: Buffer }> => {
       const good = Buffer.from(`the real content of ${label} `.repeat(200));
-      const id = chunkId(keys.idKey, good);
+      const id = chunkId(keys, good);
       return { id, blob: await sealChunk(keys, id, Buffer.from(`planted instead of ${label}`), 'data'), good };
     };
     const missing = async (c: BoxClient, id: Buffer): Promise<boolean> => (await c.call('POST', '/v1/chunks/missing', id)).equals(id);
@@ -272,7 +272,7 @@ describe('integration: append-only agents and hostile input', function () {
       expect(await missing(client, f.id), 'the good copy is there for every agent').to.equal(false);
       // and an honest chunk another agent holds unchecked is named as held, and checked
       const honestPlain = Buffer.from('honest and shared '.repeat(300));
-      const hid = chunkId(keys.idKey, honestPlain);
+      const hid = chunkId(keys, honestPlain);
       await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: hid, blob: await sealChunk(keys, hid, honestPlain, 'data') }]));
       const again = JSON.parse((await other.call('POST', '/v1/chunks', encodeUploadBatch([{ id: hid, blob: await sealChunk(keys, hid, honestPlain, 'data') }]))).toString()) as UploadResult;
       expect(again).to.deep.equal({ stored: 0, existed: 1, existed_ids: [hid.toString('hex')] });
@@ -291,7 +291,7 @@ describe('integration: append-only agents and hostile input', function () {
     it('in idle time the box checks every unchecked chunk and quarantines forged ones', async () => {
       const f = await forge('idle file');
       const plain = Buffer.from('an honest chunk '.repeat(300));
-      const honest = { id: chunkId(keys.idKey, plain), blob: await sealChunk(keys, chunkId(keys.idKey, plain), plain, 'data') };
+      const honest = { id: chunkId(keys, plain), blob: await sealChunk(keys, chunkId(keys, plain), plain, 'data') };
       await client.call('POST', '/v1/chunks', encodeUploadBatch([{ id: f.id, blob: f.blob }, honest]));
       expect(await unchecked()).to.be.at.least(2);
       const deadline = Date.now() + 30_000;

@@ -85,7 +85,7 @@ export async function processVolumeJob(ctx: VolumeWorkerContext, job: VolumeJob)
         states[i] = BLOCK_ZERO;
         continue;
       }
-      const id = chunkId(ctx.keys.idKey, block);
+      const id = chunkId(ctx.keys, block);
       ids.set(id, i * CHUNK_ID_BYTES);
       if (id.equals(prev.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES))) {
         states[i] = BLOCK_SAME;

@@ -269,7 +269,7 @@ export async function verifyTarget(file: string, spoolFile: string, h: VolumeMan
       for (let i = 0; i < n; i++) {
         const block = buf.subarray(i * h.block_size, Math.min((i + 1) * h.block_size, want));
         const id = idBuf.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
-        const okBlock = id.every((b) => b === 0) ? isZeroBlock(block) : chunkId(keys.idKey, block).equals(id);
+        const okBlock = id.every((b) => b === 0) ? isZeroBlock(block) : chunkId(keys, block).equals(id);
         if (!okBlock) {
           badCount++;
           if (bad.length < 10) bad.push(first + i);

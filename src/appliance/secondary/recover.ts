@@ -95,7 +95,7 @@ export async function recoverBox(root: string, o: { host: string; port: number; 
   if (!c.tls_key_pem || !c.tls_cert_pem || !c.secondary) {
     throw new CairnError('CAIRN_ESCROW_INVALID', `the escrow of box ${c.box_id} (${c.format}, sealed ${c.sealed_at}) predates continuity and holds no TLS identity or link; it cannot rebuild the box`);
   }
-  const identity = writeRecoveredIdentity(dir, { boxId: c.box_id, name: c.name, masterKey: c.master_key, escrowKey: got.escrowKey, escrowSalt: got.salt, tlsKeyPem: c.tls_key_pem, tlsCertPem: c.tls_cert_pem });
+  const identity = writeRecoveredIdentity(dir, { boxId: c.box_id, name: c.name, masterKey: c.master_key, chunkIds: c.chunk_ids, escrowKey: got.escrowKey, escrowSalt: got.salt, tlsKeyPem: c.tls_key_pem, tlsCertPem: c.tls_cert_pem });
   const config = { ...(c.config as Partial<BoxConfig>), format: 1 as const };
   if (o.hw) config.hw_profile = o.hw;
   writeBoxConfig(dir, { ...config, hw_profile: config.hw_profile ?? 'linux' });

@@ -322,7 +322,7 @@ if (!ENABLED) {
       expect(sh('file', ['-b', path.join(tree, 'cairn/node/bin/node')])).to.match(/ELF 64-bit LSB .*ARM aarch64/);
       const addons = sh('find', [path.join(tree, 'cairn/app/node_modules'), '-name', '*.node']).trim().split('\n').filter(Boolean);
       const names = addons.map((a) => path.relative(path.join(tree, 'cairn/app/node_modules'), a));
-      for (const want of ['better-sqlite3', 'sodium-native', 'lz4-napi', 'rpio', 'zstd-napi']) {
+      for (const want of ['better-sqlite3', 'sodium-native', 'lz4-napi', 'rpio', 'zstd-napi', 'blake-hash']) {
         expect(names.some((n) => n.startsWith(want) || n.includes(`/${want}`) || n.includes(want)), `${want} addon in ${names.join(', ')}`).to.equal(true);
       }
       for (const a of addons) {

@@ -66,7 +66,7 @@ describe('agent/blob-ring (sealed blobs in shared memory)', () => {
   it('in the real worker pool: blobs held for a while and released in any order stay intact, and files many times the ring go through', async function () {
     this.timeout(60_000);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-ring-'));
-    const keys = deriveDataKeys(randomBytes(32));
+    const keys = deriveDataKeys(randomBytes(32), 'blake3');
     const pool = new WorkerPool(keys, { threads: 2 });
     try {
       const files = [0, 1].map((i) => {

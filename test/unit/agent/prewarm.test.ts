@@ -30,7 +30,7 @@ describe('prewarmed worker threads', () => {
   it('a pool runs its jobs on a worker started before it (its set-up message arrives late)', async () => {
     const [early] = prewarm('chunk-worker.js', 1);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-prewarm-'));
-    const pool = new WorkerPool(deriveDataKeys(randomBytes(32)), { threads: 1 });
+    const pool = new WorkerPool(deriveDataKeys(randomBytes(32), 'blake3'), { threads: 1 });
     try {
       const file = path.join(dir, 'f');
       fs.writeFileSync(file, randomBytes(300 * 1024));

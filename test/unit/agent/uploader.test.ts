@@ -45,7 +45,7 @@ describe('uploader: asking which chunks the box lacks', function () {
 
   const chunk = (size: number): ChunkOut => {
     const plain = randomBytes(size);
-    const id = chunkId(keys.idKey, plain);
+    const id = chunkId(keys, plain);
     return { id, size, blob: sealChunkSync(keys, id, plain, 'data') };
   };
 

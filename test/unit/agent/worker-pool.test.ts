@@ -11,7 +11,7 @@ describe('worker pool: spreading jobs', () => {
   let pool: WorkerPool;
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-pool-'));
-    pool = new WorkerPool(deriveDataKeys(randomBytes(32)), { threads: 2 });
+    pool = new WorkerPool(deriveDataKeys(randomBytes(32), 'blake3'), { threads: 2 });
   });
   after(async () => {
     await pool.close();

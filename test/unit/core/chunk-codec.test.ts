@@ -10,11 +10,11 @@ import { DataKeys } from '../../../src/core/keys';
 import { deriveDataKeys } from '../../../src/core/keys';
 import { CairnError } from '../../../src/core/errors';
 
-const keys = deriveDataKeys(Buffer.alloc(32, 9));
-const otherKeys = deriveDataKeys(Buffer.alloc(32, 10));
+const keys = deriveDataKeys(Buffer.alloc(32, 9), 'blake3');
+const otherKeys = deriveDataKeys(Buffer.alloc(32, 10), 'blake3');
 
 async function seal(plain: Buffer, kind: 'data' | 'manifest' = 'data') {
-  const id = chunkId(keys.idKey, plain);
+  const id = chunkId(keys, plain);
   return { id, blob: await sealChunk(keys, id, plain, kind) };
 }
 
@@ -74,7 +74,7 @@ describe('core/chunk-codec', () => {
 
   it('still reads version 1 blobs (LZ4 and raw) written by earlier versions', async () => {
     for (const plain of [Buffer.from('an old backup, compressible '.repeat(500)), randomBytes(3000)]) {
-      const id = chunkId(keys.idKey, plain);
+      const id = chunkId(keys, plain);
       const lz4 = handSealed(keys, id, 1, FLAG_LZ4, plain.length, await lz4Compress(plain));
       expect(openChunk(keys, id, lz4).equals(plain)).to.equal(true);
       const raw = handSealed(keys, id, 1, 0, plain.length, plain);
@@ -84,7 +84,7 @@ describe('core/chunk-codec', () => {
 
   it('rejects flags from the other version and hostile Zstandard frames, with no oversized output', async () => {
     const plain = Buffer.from('zstd frame content '.repeat(300));
-    const id = chunkId(keys.idKey, plain);
+    const id = chunkId(keys, plain);
     const frame = zstdFrame(plain);
     expect(openChunk(keys, id, handSealed(keys, id, 2, FLAG_ZSTD, plain.length, frame)).equals(plain)).to.equal(true);
     expectRejected(() => openChunk(keys, id, handSealed(keys, id, 1, FLAG_ZSTD, plain.length, frame)));
@@ -176,7 +176,7 @@ describe('core/chunk-codec', () => {
 
   it('rejects a validly encrypted blob whose content does not hash to its id', async () => {
     const plain = Buffer.from('real content');
-    const fakeId = chunkId(keys.idKey, Buffer.from('other content'));
+    const fakeId = chunkId(keys, Buffer.from('other content'));
     const blob = await sealChunk(keys, fakeId, plain, 'data');
     try {
       openChunk(keys, fakeId, blob);

@@ -28,7 +28,7 @@ describe('chunk store: fetch answers framed in one buffer', () => {
   const sealed = (n: number, size: (i: number) => number): { id: Buffer; blob: Buffer }[] =>
     Array.from({ length: n }, (_, i) => {
       const plain = randomBytes(size(i));
-      const id = chunkId(keys.idKey, plain);
+      const id = chunkId(keys, plain);
       return { id, blob: sealChunkSync(keys, id, plain, 'data') };
     });
 
@@ -46,7 +46,7 @@ describe('chunk store: fetch answers framed in one buffer', () => {
 
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(base, 'cairn-fetch-frames-'));
-    keys = deriveDataKeys(randomBytes(32));
+    keys = deriveDataKeys(randomBytes(32), 'blake3');
     catalog = new Catalog(path.join(dir, 'catalog.db'));
     blobs = new LocalBlobStore(path.join(dir, 'chunks'), path.join(dir, 'tmp'));
     store = new ChunkStore(blobs, catalog, keys, path.join(dir, 'refs'), path.join(dir, 'tmp'));

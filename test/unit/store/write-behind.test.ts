@@ -65,7 +65,7 @@ describe('chunk store: uploads written behind', () => {
   const chunks = (n: number, big = 1): { id: Buffer; blob: Buffer; plain: Buffer }[] =>
     Array.from({ length: n }, (_, i) => {
       const plain = randomBytes(i < big ? 600 * 1024 : 2000 + i);
-      const id = chunkId(keys.idKey, plain);
+      const id = chunkId(keys, plain);
       return { id, plain, blob: sealChunkSync(keys, id, plain, 'data') };
     });
 
@@ -97,7 +97,7 @@ describe('chunk store: uploads written behind', () => {
 
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(base, 'cairn-write-behind-'));
-    keys = deriveDataKeys(randomBytes(32));
+    keys = deriveDataKeys(randomBytes(32), 'blake3');
     open();
     agentA = registerAgent('a');
     agentB = registerAgent('b');

@@ -11,7 +11,7 @@ import { ExternalGarbage } from '../../../src/core/external-memory';
 import { WorkerPool } from '../../../src/agent/worker-pool';
 import type { WorkerMessage } from '../../../src/agent/chunk-worker';
 
-const keys: DataKeys = { idKey: randomBytes(32), chunkKey: randomBytes(32), manifestKey: randomBytes(32), gearKey: randomBytes(32) };
+const keys: DataKeys = { idScheme: 'blake3', idKey: randomBytes(32), chunkKey: randomBytes(32), manifestKey: randomBytes(32), gearKey: randomBytes(32) };
 const BS = 64 * 1024;
 
 describe('volume/volume-job (worker side) and WorkerPool.volumeRange', () => {
@@ -29,7 +29,7 @@ describe('volume/volume-job (worker side) and WorkerPool.volumeRange', () => {
 
   function prevFor(sameIndex: number): Uint8Array {
     const prev = Buffer.alloc(blocks.length * 32);
-    chunkId(keys.idKey, blocks[sameIndex]).copy(prev, sameIndex * 32);
+    chunkId(keys, blocks[sameIndex]).copy(prev, sameIndex * 32);
     return prev;
   }
 
@@ -49,7 +49,7 @@ describe('volume/volume-job (worker side) and WorkerPool.volumeRange', () => {
     expect(chunks.map((c) => c.size)).to.deep.equal([BS, 1000]);
     expect(openChunk(keys, Buffer.from(chunks[1].id), Buffer.from(chunks[1].blob!)).equals(blocks[4])).to.equal(true);
     expect(Buffer.from(done.ids.subarray(0, 32)).equals(Buffer.alloc(32))).to.equal(true);
-    expect(Buffer.from(done.ids.subarray(64, 96)).equals(chunkId(keys.idKey, blocks[2]))).to.equal(true);
+    expect(Buffer.from(done.ids.subarray(64, 96)).equals(chunkId(keys, blocks[2]))).to.equal(true);
   });
 
   it('reports a volume that ends before the expected range instead of inventing blocks', async () => {
