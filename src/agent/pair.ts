@@ -1,7 +1,7 @@
 import os from 'node:os';
-import { CairnError } from '../core/errors';
+import { CairnError, errorMessage } from '../core/errors';
 import { parsePairingToken, TOKEN_PIN_BYTES } from '../core/pairing-token';
-import { constantTimeEqual } from '../core/keys';
+import { constantTimeEqual, dataKeysFromJson, dataKeysToJson, DataKeysJson } from '../core/keys';
 import { PairRequest, PairResponse } from '../core/api';
 import { BoxClient, probeCertificate } from './box-client';
 import { AgentConfig, AgentHome } from './state';
@@ -25,11 +25,18 @@ export async function pair(home: AgentHome, opts: { host: string; port: number; 
   try {
     const req: PairRequest = { token_id: token.id, secret: token.secret.toString('base64'), agent_name: opts.name ?? os.hostname(), host: os.hostname() };
     const r = await client.json<PairResponse>('POST', '/v1/pair', req);
+    // Checked before anything is saved: an unusable answer fails the pairing, not the first backup.
+    let keys: DataKeysJson;
+    try {
+      keys = dataKeysToJson(dataKeysFromJson(r.keys));
+    } catch (err) {
+      throw new CairnError('CAIRN_BOX_ERROR', `the box at ${opts.host}:${opts.port} answered the pairing without usable data keys (${errorMessage(err)}); nothing was saved. Is the agent older than the box? Upgrade it and pair again.`);
+    }
     const config: AgentConfig = {
       format: 1,
       box: { id: r.box, name: r.box_name, host: opts.host, port: opts.port, cert_pem: certPem, spki_sha256: spkiSha256.toString('hex') },
       agent: { id: r.agent_id, name: req.agent_name, credential: r.credential },
-      keys: r.keys,
+      keys,
       paired_at: new Date().toISOString(),
       ...(r.continuity ? { continuity: r.continuity } : {}),
     };
