@@ -42,7 +42,7 @@ export function chunkId(keys: IdKeys, plaintext: Uint8Array): Buffer {
   }
   const h = keyed.hasher;
   try {
-    h.update(plaintext);
+    h.update(Buffer.isBuffer(plaintext) ? plaintext : Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength));
     return h.digestBuffer();
   } finally {
     h.reset();
