@@ -259,8 +259,8 @@ async function main(argv: string[]): Promise<void> {
       return cmdJobs(cmd, rest);
     case 'status':
       return cmdAdmin('status', rest, {}, 'cairnd status --data DIR [--json]', () => ({}), (r) => {
-        const s = r as { name: string; box: string; fingerprint: string; agents: number; snapshots: number; chunks: number; stored_bytes: number; hardware: { state: string; summary: string } };
-        return `Box ${s.name} (${s.box}): ${s.hardware.state.toUpperCase()} — ${s.hardware.summary}\nfingerprint ${s.fingerprint}\nagents ${s.agents}, snapshots ${s.snapshots}, chunks ${s.chunks} (${formatBytes(s.stored_bytes)} stored)`;
+        const s = r as { name: string; box: string; fingerprint: string; chunk_ids: string; agents: number; snapshots: number; chunks: number; stored_bytes: number; hardware: { state: string; summary: string } };
+        return `Box ${s.name} (${s.box}): ${s.hardware.state.toUpperCase()} — ${s.hardware.summary}\nfingerprint ${s.fingerprint}, chunk ids ${s.chunk_ids}\nagents ${s.agents}, snapshots ${s.snapshots}, chunks ${s.chunks} (${formatBytes(s.stored_bytes)} stored)`;
       });
     case 'secondary': {
       const [sub, ...r] = rest;

@@ -35,6 +35,9 @@ describe('integration: chunk ids of a box activated now, and of one activated be
         await h.start();
         const p = await h.cairn(['pair', h.daemon!.address, '--token', await h.token(), '--name', 'pc']);
         expect(p.code, p.stderr).to.equal(0);
+        expect((await h.cairndJson<{ chunk_ids: string }>(['status'])).chunk_ids).to.equal(scheme);
+        const text = await h.cairnd(['status', '--data', h.data]);
+        expect(text.stdout).to.contain(`chunk ids ${scheme}`);
         const agentKeys = h.agentConfig().keys;
         expect(Object.keys(agentKeys).filter((f) => f.startsWith('idKey'))).to.deep.equal([scheme === 'blake3' ? 'idKeyBlake3' : 'idKey']);
 

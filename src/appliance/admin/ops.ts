@@ -79,6 +79,8 @@ export const adminOps: Record<string, AdminOp> = {
       name: box.identity.name,
       role: box.identity.role,
       fingerprint: fingerprint(box.identity.spkiSha256),
+      /** how the store names chunks (keys.ts IdScheme), fixed at activation */
+      chunk_ids: box.identity.chunkIds,
       default_port: DEFAULT_PORT,
       agents: box.catalog.listAgents().filter((a) => a.revoked_at === null).length,
       snapshots: box.catalog.listSnapshots().length,
