@@ -1,3 +1,4 @@
+import type http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
@@ -110,6 +111,48 @@ export function tlsErrorToCairn(err: unknown, endpoint: { host: string; port: nu
   return new CairnError('CAIRN_BOX_UNREACHABLE', `request to the box at ${host}:${port} failed: ${errorMessage(err)}`);
 }
 
+/** Parts of a body at least this large go out in a write of their own; smaller neighbours are joined first. */
+const OWN_WRITE_BYTES = 64 * 1024;
+
+/**
+ * Writes a request body given in parts (an upload: a 36-byte frame head before each blob).
+ * Every write carries one buffer, and the next waits until the last was handed to the socket.
+ * Node's TLS stream copies the buffers of a gathered write (a corked request, or writes queued
+ * while one is pending) into one new buffer before encrypting it: for a 4 MiB upload that was
+ * a 4 MiB allocation and copy (profiled: 9% of the agent's main thread in a 1 GB first backup,
+ * and the allocations stayed in its malloc heap). Uncorked writes of every part made each small
+ * frame head a TLS record and a syscall of its own, so runs of small parts are joined (a copy
+ * of small bytes only).
+ */
+export function writeBody(req: Pick<http.ClientRequest, 'write' | 'end'>, parts: Buffer[]): void {
+  const writes: Buffer[] = [];
+  let run: Buffer[] = [];
+  let runBytes = 0;
+  const endRun = (): void => {
+    if (run.length) writes.push(run.length === 1 ? run[0] : Buffer.concat(run, runBytes));
+    run = [];
+    runBytes = 0;
+  };
+  for (const p of parts) {
+    if (p.length >= OWN_WRITE_BYTES) {
+      endRun();
+      writes.push(p);
+    } else {
+      run.push(p);
+      runBytes += p.length;
+      if (runBytes >= OWN_WRITE_BYTES) endRun();
+    }
+  }
+  endRun();
+  let i = 0;
+  const next = (err?: Error | null): void => {
+    if (err) return; // the request's 'error' handler reports it
+    if (i >= writes.length - 1) req.end(writes[i]);
+    else req.write(writes[i++], next);
+  };
+  next();
+}
+
 export class BoxClient {
   private readonly agent: https.Agent;
   private readonly extraHeaders: Record<string, string>;
@@ -165,10 +208,7 @@ export class BoxClient {
       });
       req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
       req.on('error', (err) => reject(tlsErrorToCairn(err, this.endpoint)));
-      // One TLS write for the whole body: uncorked, every small frame header became its own record and syscall (profiled).
-      req.cork();
-      for (const p of parts) req.write(p);
-      req.end(); // end() uncorks
+      writeBody(req, parts);
     });
   }
 
