@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { RingShared, RingWriter } from './blob-ring';
 import { WasmChunker } from '../core/chunker';
-import { chunkId } from '../core/chunk-id';
-import { ChunkKind, sealChunkSync } from '../core/chunk-codec';
+import { chunkId, preloadChunkIdHasher } from '../core/chunk-id';
+import { ChunkKind, preloadCodec, sealChunkSync } from '../core/chunk-codec';
 import { DataKeys, DataKeysJson, dataKeysFromJson } from '../core/keys';
 import { errnoCode, errorMessage } from '../core/errors';
 import { ExternalGarbage } from '../core/external-memory';
@@ -174,6 +174,10 @@ function run(port: NonNullable<typeof parentPort>): void {
     queue = queue.then(() => processFile(msg)).then(afterJob);
   };
   port.on('message', (batch: ({ type: 'init'; init: WorkerInit } | FileJob | VolumeJob)[]) => batch.forEach(handle));
+  // A worker starts early (prewarm.ts) and waits while the main thread connects to the box:
+  // the native codecs load in that time rather than in front of the first chunk.
+  preloadCodec();
+  preloadChunkIdHasher();
 }
 
 if (parentPort) run(parentPort);

@@ -20,17 +20,21 @@ import { CairnError } from '../core/errors';
 import { formatBytes, parseCli, parseHostPort, runMain } from '../core/cli';
 import { DEFAULT_PORT, SnapshotInfo } from '../core/api';
 import { AgentConfig, AgentHome } from './state';
-import { pair } from './pair';
 import { connectTarget, Target, TargetKind } from './continuity';
-import { BoxClient } from './box-client';
+import type { BoxClient } from './box-client';
 import { backupFiles, BackupProgress, defaultSourceName } from './backup';
 import { resolveSnapshot, splitSnapshotArg } from './snapshot-ref';
-import { cmdAgent, cmdSchedule, cmdStatus, withSourceLock } from './service/commands';
-import { cmdDiscover, cmdPairDiscovered } from './discovery/commands';
-import { ChunkFetcher, matchesSubpath, restoreSnapshot } from './restore';
-import { cmdBackupVolume, isVolumeBackup, printVolumeLs, restoreVolumeCli } from './volume/volume-cli';
-import { manifestKind, openAnyManifest } from './volume/volume-manifest-io';
-import { verifyVolumeSnapshot } from './volume/volume-restore';
+import { withSourceLock } from './service/source-lock';
+import { isVolumeBackup } from './volume/volume-args';
+// The modules of the other commands load when one of them runs: a backup's main thread loaded
+// them all (about 25 ms) while its workers were starting on the same cores.
+const pairModule = (): Promise<typeof import('./pair')> => import('./pair');
+const serviceCommands = (): Promise<typeof import('./service/commands')> => import('./service/commands');
+const discoveryCommands = (): Promise<typeof import('./discovery/commands')> => import('./discovery/commands');
+const restoreModule = (): Promise<typeof import('./restore')> => import('./restore');
+const volumeCli = (): Promise<typeof import('./volume/volume-cli')> => import('./volume/volume-cli');
+const volumeManifestIo = (): Promise<typeof import('./volume/volume-manifest-io')> => import('./volume/volume-manifest-io');
+const volumeRestore = (): Promise<typeof import('./volume/volume-restore')> => import('./volume/volume-restore');
 
 const USAGE = `cairn <command> [options]
 
@@ -117,17 +121,17 @@ function progressLine(p: BackupProgress, startedAt: number): string {
 async function cmdPair(args: string[]): Promise<void> {
   const { values, positionals } = parseCli(args, { token: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, timeout: { type: 'string' } }, 'cairn pair [HOST[:PORT]] --token TOKEN [--name NAME]');
   // Without an address: find the box on the LAN by the key hash in the token (mDNS), then pair as usual.
-  if (positionals.length === 0 && values.token) return cmdPairDiscovered({ ...values, token: values.token });
+  if (positionals.length === 0 && values.token) return (await discoveryCommands()).cmdPairDiscovered({ ...values, token: values.token });
   if (positionals.length !== 1 || !values.token) throw new CairnError('CAIRN_USAGE', 'usage: cairn pair [HOST[:PORT]] --token TOKEN [--name NAME]');
   const { host, port } = parseHostPort(positionals[0], DEFAULT_PORT);
   const home = new AgentHome();
-  const c = await pair(home, { host, port, token: values.token, name: values.name });
+  const c = await (await pairModule()).pair(home, { host, port, token: values.token, name: values.name });
   out(!!values.json, { box: c.box.id, box_name: c.box.name, agent: c.agent.id, fingerprint: `sha256:${c.box.spki_sha256}` }, () =>
     `Paired with box "${c.box.name}" (${c.box.id}) at ${host}:${port} as agent ${c.agent.id}.\nBox key pinned: sha256:${c.box.spki_sha256}`);
 }
 
 async function cmdBackup(args: string[]): Promise<number> {
-  if (isVolumeBackup(args)) return cmdBackupVolume(args);
+  if (isVolumeBackup(args)) return (await volumeCli()).cmdBackupVolume(args);
   const { values, positionals } = parseCli(args, { source: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' }, from: { type: 'string' } }, 'cairn backup PATH... [--source NAME] [--from box|secondary] [--json]');
   if (positionals.length === 0) throw new CairnError('CAIRN_USAGE', 'usage: cairn backup PATH... [--source NAME] [--json]');
   const threads = values.threads === undefined ? undefined : Number(values.threads);
@@ -194,6 +198,9 @@ function modeString(type: string, mode: number): string {
 async function cmdLs(args: string[]): Promise<void> {
   const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' }, from: { type: 'string' } }, 'cairn ls SNAPSHOT[:PATH] [--from box|secondary] [--json]');
   if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn ls SNAPSHOT[:PATH] [--json]');
+  const { ChunkFetcher, matchesSubpath } = await restoreModule();
+  const { openAnyManifest } = await volumeManifestIo();
+  const { printVolumeLs } = await volumeCli();
   const { home, config, client, snap, subpath } = await openSnapshotArg(positionals[0], values);
   try {
     const m = await openAnyManifest(new ChunkFetcher(client, home.keys(config), snap.id), snap);
@@ -219,6 +226,9 @@ async function cmdLs(args: string[]): Promise<void> {
 async function cmdRestore(args: string[]): Promise<number> {
   const { values, positionals } = parseCli(args, { target: { type: 'string' }, json: { type: 'boolean' }, source: { type: 'string' }, force: { type: 'boolean' }, from: { type: 'string' } }, 'cairn restore SNAPSHOT[:PATH] --target DIR|FILE|DEVICE [--force] [--from box|secondary] [--json]');
   if (positionals.length !== 1 || !values.target) throw new CairnError('CAIRN_USAGE', 'usage: cairn restore SNAPSHOT[:PATH] --target DIR [--json]');
+  const { ChunkFetcher, restoreSnapshot } = await restoreModule();
+  const { manifestKind } = await volumeManifestIo();
+  const { restoreVolumeCli } = await volumeCli();
   const { home, config, client, snap, subpath } = await openSnapshotArg(positionals[0], values);
   try {
     if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
@@ -240,6 +250,9 @@ async function cmdRestore(args: string[]): Promise<number> {
 async function cmdVerify(args: string[]): Promise<number> {
   const { values, positionals } = parseCli(args, { json: { type: 'boolean' }, source: { type: 'string' }, from: { type: 'string' } }, 'cairn verify SNAPSHOT[:PATH] [--from box|secondary] [--json]');
   if (positionals.length !== 1) throw new CairnError('CAIRN_USAGE', 'usage: cairn verify SNAPSHOT[:PATH] [--json]');
+  const { ChunkFetcher, restoreSnapshot } = await restoreModule();
+  const { manifestKind } = await volumeManifestIo();
+  const { verifyVolumeSnapshot } = await volumeRestore();
   const { home, config, client, snap, subpath } = await openSnapshotArg(positionals[0], values);
   try {
     if ((await manifestKind(new ChunkFetcher(client, home.keys(config), snap.id), snap)) === 'volume') {
@@ -275,13 +288,13 @@ async function main(argv: string[]): Promise<number | void> {
     case 'restore':
       return cmdRestore(rest);
     case 'discover':
-      return cmdDiscover(rest);
+      return (await discoveryCommands()).cmdDiscover(rest);
     case 'schedule':
-      return cmdSchedule(rest);
+      return (await serviceCommands()).cmdSchedule(rest);
     case 'agent':
-      return cmdAgent(rest);
+      return (await serviceCommands()).cmdAgent(rest);
     case 'status':
-      return cmdStatus(rest);
+      return (await serviceCommands()).cmdStatus(rest);
     case 'verify':
       return cmdVerify(rest);
     case undefined:

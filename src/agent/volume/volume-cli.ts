@@ -26,9 +26,7 @@ export function parseSize(text: string, what: string): number {
   return n;
 }
 
-export function isVolumeBackup(args: string[]): boolean {
-  return args.some((a) => a === '--volume' || a.startsWith('--volume='));
-}
+export { isVolumeBackup } from './volume-args';
 
 function progressLine(p: VolumeProgress, startedAt: number): string {
   const secs = (Date.now() - startedAt) / 1000;
