@@ -67,7 +67,8 @@ function uncompressSync(b: Buffer): Buffer {
 
 /**
  * Loads libsodium and makes this thread's compression context now (a chunk worker, before
- * its first job): loaded on first use, they cost the first chunk of a backup about 30 ms.
+ * its first job): loaded on first use, they cost the first chunk of a backup about 12 ms
+ * (measured in a thread of its own; more while the other threads start too).
  */
 export function preloadCodec(): void {
   sodium();

@@ -217,5 +217,3 @@ export async function cmdStatus(args: string[]): Promise<void> {
     return lines.join('\n');
   });
 }
-
-export { withSourceLock } from './source-lock';

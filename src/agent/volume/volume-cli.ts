@@ -26,8 +26,6 @@ export function parseSize(text: string, what: string): number {
   return n;
 }
 
-export { isVolumeBackup } from './volume-args';
-
 function progressLine(p: VolumeProgress, startedAt: number): string {
   const secs = (Date.now() - startedAt) / 1000;
   const rate = p.bytes_read / Math.max(secs, 0.001);
