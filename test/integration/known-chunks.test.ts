@@ -77,14 +77,21 @@ describe('integration: chunks met before are not sealed again', function () {
     fs.writeFileSync(big, rng.bytes(16 * 1024 * 1024));
     fs.writeFileSync(path.join(src, 'notes.txt'), 'unchanged');
     await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
-    const before = new Set(h.chunksOf(big).map((c) => c.hash));
+    const oldChunks = h.chunksOf(big);
+    const before = new Set(oldChunks.map((c) => c.hash));
     // rewrite 64 KiB in place in the middle
+    const editAt = 8 * 1024 * 1024;
     const fd = fs.openSync(big, 'r+');
-    fs.writeSync(fd, rng.bytes(64 * 1024), 0, 64 * 1024, 8 * 1024 * 1024);
+    fs.writeSync(fd, rng.bytes(64 * 1024), 0, 64 * 1024, editAt);
     fs.closeSync(fd);
     const expected = repeats([big], before).repeated;
-    // Which chunks the edit touches depends on the box's random gear key (CI once saw 3 of 11).
-    expect(expected, 'most chunks survive the edit').to.be.at.least(h.chunksOf(big).length / 2);
+    // How many chunks after the edit survive depends on the box's random gear key (CI saw 3 of
+    // 11 survive in all, and a local run 7 of 16): only the chunks that end before the edit are
+    // sure to be cut the same way again.
+    let end = 0;
+    const untouched = oldChunks.filter((c) => (end += c.size) <= editAt).length;
+    expect(untouched, 'chunks end before the edit').to.be.greaterThan(0);
+    expect(expected, 'every chunk before the edit survives').to.be.at.least(untouched);
     const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'changed', '--threads', '1']);
     expect(b.bytes_read).to.equal(16 * 1024 * 1024);
     expect(b.chunks_known).to.equal(expected);
