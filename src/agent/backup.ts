@@ -4,11 +4,12 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CairnError, errnoCode, errorMessage } from '../core/errors';
 import { CHUNK_ID_BYTES } from '../core/chunk-id';
-import { CHUNK_REF_BYTES, encodeEntry, encodeHeader, ManifestEntry } from '../core/manifest';
+import { CHUNK_REF_BYTES, encodeEntry, encodeHeader, ManifestEntry, MANIFEST_VERSION } from '../core/manifest';
 import { BackupStats, encodeCommit, isValidSourceName, ManifestRef, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
 import { FilesCache } from './files-cache';
-import { ChunkOut, WorkerPool } from './worker-pool';
+import { ChunkOut, FileResult, WorkerPool } from './worker-pool';
+import type { BundlePart } from './chunk-worker';
 import { Uploader } from './uploader';
 import { AgentHome } from './state';
 import { IdCollector } from '../core/id-collector';
@@ -58,10 +59,30 @@ export interface BackupResult extends BackupStats {
 
 const MAX_QUEUE = 512;
 
+/**
+ * Small files are read as bundles: up to BUNDLE_FILES of them, or BUNDLE_BYTES, one after
+ * another as one stream, cut into chunks as one file would be (manifest version 2: a file's
+ * bytes are then a range of its chunks, `skip` bytes into the first). One chunk per small file
+ * cost about 70 µs of wall time a file in sealing, messages, uploads and the box's rows (a tree
+ * of 17,865 small files: 1.8-2.0 s, the same bytes as 851 tar files 0.7 s).
+ * What is given up: a small file copied to another place, alone, is stored again (its bytes
+ * now share chunks with its neighbours). A directory moved or copied whole still deduplicates,
+ * as the chunker finds the same cuts in the same stream, and unchanged files are never read
+ * again (the files cache keeps their ranges).
+ */
+export const BUNDLE_FILE_MAX = 64 * 1024;
+const BUNDLE_FILES = 128;
+const BUNDLE_BYTES = 4 * 1024 * 1024;
+
 export function defaultSourceName(paths: string[]): string {
   const abs = paths.map((p) => path.resolve(p));
   const name = abs.join(',');
   return name.length <= 200 ? name : name.slice(0, 180) + '…' + randomBytes(4).toString('hex');
+}
+
+/** The refs of chunks [first, last] of a list (id, u32 LE size each). */
+function refsOfRange(chunks: ChunkOut[], first: number, last: number): Buffer {
+  return refsOf(chunks.slice(first, last + 1));
 }
 
 function refsOf(chunks: ChunkOut[]): Buffer {
@@ -207,20 +228,88 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
     // A first backup looks nothing up (profiled: 21,000 misses cost a quarter of a second).
     const cacheEmpty = !cache.hasAny(source);
     const absent = opts.target && cache.target(source) !== undefined && cache.target(source) !== opts.target ? await absentCachedChunks(client, cache, source) : undefined;
-    spoolWrite(encodeHeader({ v: 1, kind: 'files', roots, host: opts.host ?? os.hostname(), created: new Date().toISOString() }));
+    spoolWrite(encodeHeader({ v: MANIFEST_VERSION, kind: 'files', roots, host: opts.host ?? os.hostname(), created: new Date().toISOString() }));
 
+    /** entries taken off the queue so far: the queue's head is entry number `written` */
+    let written = 0;
+    /** entry number of the first file in the bundle being gathered */
+    let bundleFirst = -1;
     const writeHead = async (): Promise<void> => {
       const h = queue.shift()!;
+      written++;
       await h.ready;
       const e = h.entry;
       // A file that could not be read has no chunk list: it is left out (and reported in warnings).
       if (e && !((e.type === 'file' || e.type === 'hardlink') && !e.chunks)) spoolWrite(encodeEntry(e));
     };
+    /** Small files waiting to be read as one bundle (see BUNDLE_FILE_MAX). */
+    let bundle: { abs: Buffer; entry: ManifestEntry; size: number; mtimeNs: string; ctimeNs: string; ino: string; done: () => void }[] = [];
+    let bundleBytes = 0;
+    const flushBundle = (): void => {
+      if (!bundle.length) return;
+      const files = bundle;
+      bundle = [];
+      bundleFirst = -1;
+      const sizeHint = bundleBytes;
+      bundleBytes = 0;
+      const chunks: ChunkOut[] = [];
+      const parts: (BundlePart | undefined)[] = new Array<BundlePart | undefined>(files.length);
+      const settle = (r: FileResult): void => {
+        // chunk i holds stream bytes [starts[i], starts[i] + size)
+        const starts: number[] = [];
+        let at = 0;
+        for (const c of chunks) {
+          starts.push(at);
+          at += c.size;
+        }
+        let k = 0;
+        files.forEach((f, i) => {
+          const part = parts[i];
+          const e = f.entry;
+          if (part) stats.bytes_read += part.bytes;
+          if (r.error || !part || part.error) {
+            warnings.push({ path: f.abs.toString(), message: r.error ? `could not be read: ${r.error}` : (part?.error ?? 'not read') });
+            e.chunks = undefined;
+          } else {
+            e.size = part.bytes;
+            if (part.bytes === 0) e.chunks = Buffer.alloc(0);
+            else {
+              while (starts[k] + chunks[k].size <= part.start) k++;
+              let last = k;
+              while (last + 1 < chunks.length && starts[last + 1] < part.start + part.bytes) last++;
+              e.chunks = refsOfRange(chunks, k, last);
+              const skip = part.start - starts[k];
+              if (skip > 0) e.skip = skip;
+            }
+            if (part.mtimeNs === f.mtimeNs && part.ctimeNs === f.ctimeNs && part.bytes === f.size) {
+              cache.stage(source, f.abs, { size: part.bytes, mtimeNs: f.mtimeNs, ctimeNs: f.ctimeNs, ino: f.ino, chunks: e.chunks, skip: e.skip ?? 0 });
+            } else {
+              warnings.push({ path: f.abs.toString(), message: 'file changed while it was read; this version is kept and it will be read again next time' });
+            }
+          }
+          f.done();
+        });
+      };
+      pool
+        .chunkBundle(files.map((f) => f.abs), (c) => {
+          chunks.push({ id: c.id, size: c.size, blob: Buffer.alloc(0) });
+          refs.add(c.id);
+          uploader.add(c);
+        }, (m) => {
+          if (m.index >= 0 && m.index < parts.length) parts[m.index] = m;
+        }, sizeHint)
+        .then(settle, (err: Error) => settle({ bytes: 0, mtimeNs: '0', ctimeNs: '0', error: errorMessage(err) }));
+    };
+
     const push = async (entry: ManifestEntry | null, ready: Promise<void>): Promise<void> => {
       uploader.check();
       ready.catch(() => undefined); // awaited in order by writeHead; this only keeps an early rejection from being "unhandled"
       queue.push({ entry, ready });
-      while (queue.length > MAX_QUEUE) await writeHead();
+      while (queue.length > MAX_QUEUE) {
+        // The oldest entry may be waiting in the bundle being gathered: then it goes now.
+        if (bundleFirst === written) flushBundle();
+        await writeHead();
+      }
     };
 
     const visitFile = async (abs: Buffer, rel: Buffer, st: fs.BigIntStats): Promise<void> => {
@@ -237,6 +326,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
           await push(e, first.ready.then(() => {
             e.chunks = first.entry.chunks;
             e.size = first.entry.size;
+            e.skip = first.entry.skip;
           }));
           return;
         }
@@ -249,6 +339,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
       let ready: Promise<void>;
       if (cached && cached.size === Number(st.size) && cached.mtimeNs === mtimeNs && cached.ctimeNs === ctimeNs && cached.ino === ino && !(absent && lacksAny(absent, cached.chunks))) {
         base.chunks = cached.chunks;
+        if (cached.skip > 0) base.skip = cached.skip;
         for (let off = 0; off < cached.chunks.length; off += CHUNK_REF_BYTES) refs.add(cached.chunks.subarray(off, off + CHUNK_ID_BYTES));
         cache.keep(source, abs);
         ready = Promise.resolve();
@@ -257,7 +348,14 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
         // A changed file mostly keeps the chunks of its last version: those need not be sealed.
         if (cached && !(absent && lacksAny(absent, cached.chunks))) pool.known.addList(cached.chunks, CHUNK_REF_BYTES);
         opts.onFileQueued?.();
-        ready = pool
+        const size = Number(st.size);
+        if (size < BUNDLE_FILE_MAX) {
+          // This entry is pushed next: its number is the queue's length past the written ones.
+          if (bundle.length === 0) bundleFirst = written + queue.length;
+          ready = new Promise<void>((done) => bundle.push({ abs, entry: base, size, mtimeNs, ctimeNs, ino, done }));
+          bundleBytes += size;
+          if (bundle.length >= BUNDLE_FILES || bundleBytes >= BUNDLE_BYTES) flushBundle();
+        } else ready = pool
           .chunkFile(abs, 'data', (c) => {
             chunks.push({ id: c.id, size: c.size, blob: Buffer.alloc(0) });
             refs.add(c.id);
@@ -273,7 +371,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
             base.chunks = refsOf(chunks);
             base.size = r.bytes;
             if (r.mtimeNs === mtimeNs && r.ctimeNs === ctimeNs && r.bytes === Number(st.size)) {
-              cache.stage(source, abs, { size: r.bytes, mtimeNs, ctimeNs, ino, chunks: base.chunks });
+              cache.stage(source, abs, { size: r.bytes, mtimeNs, ctimeNs, ino, chunks: base.chunks, skip: 0 });
             } else {
               warnings.push({ path: abs.toString(), message: 'file changed while it was read; this version is kept and it will be read again next time' });
             }
@@ -338,6 +436,7 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
       }
       await visit(abs, rel, st);
     }
+    flushBundle();
     while (queue.length) await writeHead();
     // Entries that could not be read were flagged while waiting; they are simply not in the manifest.
     flushSpool();

@@ -36,6 +36,30 @@ export interface FileJob {
   kind: ChunkKind;
 }
 
+/**
+ * Small files read as one byte stream (see backup.ts): their bytes follow each other with
+ * nothing between them, and the stream is cut into chunks as one file would be, so a chunk
+ * may hold the end of one file, several whole ones and the start of the next.
+ */
+export interface BundleJob {
+  type: 'bundle';
+  jobId: number;
+  paths: Uint8Array[];
+}
+
+/** One file of a bundle: its bytes are [start, start + bytes) of the bundle's stream. */
+export interface BundlePart {
+  type: 'part';
+  jobId: number;
+  index: number;
+  start: number;
+  bytes: number;
+  mtimeNs: string;
+  ctimeNs: string;
+  error?: string;
+  errno?: string;
+}
+
 export type WorkerMessage =
   /**
    * the sealed blob: a transferred buffer, or `ring` = [offset, length] in the worker's ring;
@@ -43,6 +67,7 @@ export type WorkerMessage =
    */
   | { type: 'chunk'; jobId: number; id: Uint8Array; size: number; blob?: ArrayBuffer; ring?: [number, number]; known?: true }
   | { type: 'done'; jobId: number; bytes: number; mtimeNs: string; ctimeNs: string; error?: string; errno?: string }
+  | BundlePart
   | VolumeDone;
 
 /** the read buffer; a volume job's range fills at most this much (8 MiB: twice the largest chunk) */
@@ -93,6 +118,126 @@ function run(port: NonNullable<typeof parentPort>): void {
     Atomics.add(ia, 0, n);
   };
 
+  /** Hashes one chunk, and seals and posts it unless the run's known-ids table has its id. */
+  const emit = (jobId: number, kind: ChunkKind, slice: Buffer): void => {
+    const len = slice.length;
+    const id = chunkId(keys!, slice);
+    const table = kind === 'data' ? known : undefined;
+    if (table?.has(id)) {
+      post({ type: 'chunk', jobId, id, size: len, known: true });
+      return;
+    }
+    const blob = sealChunkSync(keys!, id, slice, kind, { alloc: (n) => ring?.take(n, flush) ?? Buffer.allocUnsafeSlow(n) });
+    reserve(blob.length);
+    if (blob.buffer instanceof SharedArrayBuffer) post({ type: 'chunk', jobId, id, size: len, ring: [blob.byteOffset, blob.length] });
+    else post({ type: 'chunk', jobId, id, size: len, blob: blob.buffer as ArrayBuffer }, [blob.buffer as ArrayBuffer]);
+    // Only once its blob is on its way: every id in the table has a sealed copy (known-ids.ts).
+    table?.add(id);
+  };
+
+  const openRegular = (path: Uint8Array): number => {
+    const fd = fs.openSync(Buffer.from(path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    try {
+      if (!fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file any more'), { code: 'ENOTREG' });
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    return fd;
+  };
+
+  /**
+   * A bundle: its files read one after another into the same buffer and cut as one stream.
+   * Each file is reported (a 'part') once read to its end, before the chunks that hold its
+   * last bytes may be cut; a file that fails keeps what was read of it in the stream (its part
+   * says so, and the main thread leaves it out of the manifest).
+   */
+  const processBundle = (job: BundleJob): void => {
+    const maxChunk = chunker!.params.maxSize;
+    let start = 0;
+    let end = 0;
+    /** stream offset of buf[end] */
+    let streamEnd = 0;
+    let next = 0;
+    let cur: { index: number; fd: number; start: number } | undefined;
+    const finish = (err?: unknown): void => {
+      const c = cur!;
+      cur = undefined;
+      let mtimeNs = '0';
+      let ctimeNs = '0';
+      try {
+        if (err === undefined) {
+          const after = fs.fstatSync(c.fd, { bigint: true });
+          mtimeNs = after.mtimeNs.toString();
+          ctimeNs = after.ctimeNs.toString();
+        }
+      } catch (e) {
+        err = e;
+      }
+      try {
+        fs.closeSync(c.fd);
+      } catch {
+        /* closed already */
+      }
+      const part: BundlePart = { type: 'part', jobId: job.jobId, index: c.index, start: c.start, bytes: streamEnd - c.start, mtimeNs, ctimeNs };
+      if (err !== undefined) {
+        part.error = errorMessage(err);
+        part.errno = errnoCode(err);
+      }
+      post(part);
+    };
+    const cut = (): void => {
+      for (;;) {
+        const eof = next >= job.paths.length && cur === undefined;
+        if (!eof && end - start < maxChunk) {
+          if (start > 0) {
+            buf.copyWithin(0, start, end);
+            end -= start;
+            start = 0;
+          }
+          while (end < BUF_SIZE) {
+            if (cur === undefined) {
+              if (next >= job.paths.length) break;
+              const index = next++;
+              try {
+                cur = { index, fd: openRegular(job.paths[index]), start: streamEnd };
+              } catch (err) {
+                post({ type: 'part', jobId: job.jobId, index, start: streamEnd, bytes: 0, mtimeNs: '0', ctimeNs: '0', error: errorMessage(err), errno: errnoCode(err) });
+              }
+              continue;
+            }
+            let n: number;
+            try {
+              n = fs.readSync(cur.fd, buf, end, BUF_SIZE - end, null);
+            } catch (err) {
+              finish(err);
+              continue;
+            }
+            if (n === 0) finish();
+            else {
+              end += n;
+              streamEnd += n;
+            }
+          }
+          continue;
+        }
+        if (start === end) break;
+        const len = chunker!.next(start, end, eof);
+        emit(job.jobId, 'data', buf.subarray(start, start + len));
+        start += len;
+      }
+    };
+    try {
+      cut();
+    } catch (err) {
+      // Not one file's failure (those are parts): the stream could not be cut or sealed.
+      if (cur !== undefined) fs.closeSync(cur.fd);
+      post({ type: 'done', jobId: job.jobId, bytes: streamEnd, mtimeNs: '0', ctimeNs: '0', error: errorMessage(err), errno: errnoCode(err) });
+      return;
+    }
+    post({ type: 'done', jobId: job.jobId, bytes: streamEnd, mtimeNs: '0', ctimeNs: '0' });
+  };
+
   const processFile = async (job: FileJob): Promise<void> => {
     let fd: number | undefined;
     let bytes = 0;
@@ -123,21 +268,7 @@ function run(port: NonNullable<typeof parentPort>): void {
         }
         if (start === end) break;
         const len = chunker!.next(start, end, eof);
-        const slice = buf.subarray(start, start + len);
-        const id = chunkId(keys!, slice);
-        const table = job.kind === 'data' ? known : undefined;
-        if (table?.has(id)) {
-          post({ type: 'chunk', jobId: job.jobId, id, size: len, known: true });
-          start += len;
-          bytes += len;
-          continue;
-        }
-        const blob = sealChunkSync(keys!, id, slice, job.kind, { alloc: (n) => ring?.take(n, flush) ?? Buffer.allocUnsafeSlow(n) });
-        reserve(blob.length);
-        if (blob.buffer instanceof SharedArrayBuffer) post({ type: 'chunk', jobId: job.jobId, id, size: len, ring: [blob.byteOffset, blob.length] });
-        else post({ type: 'chunk', jobId: job.jobId, id, size: len, blob: blob.buffer as ArrayBuffer }, [blob.buffer as ArrayBuffer]);
-        // Only once its blob is on its way: every id in the table has a sealed copy (known-ids.ts).
-        table?.add(id);
+        emit(job.jobId, job.kind, buf.subarray(start, start + len));
         start += len;
         bytes += len;
       }
@@ -155,7 +286,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   const afterJob = (): void => {
     if (--queuedJobs === 0) flush();
   };
-  const handle = (msg: { type: 'init'; init: WorkerInit } | FileJob | VolumeJob): void => {
+  const handle = (msg: { type: 'init'; init: WorkerInit } | FileJob | BundleJob | VolumeJob): void => {
     if (msg.type === 'init') {
       keys = dataKeysFromJson(msg.init.keys);
       chunker = new WasmChunker(keys.gearKey, BUF_SIZE);
@@ -171,9 +302,13 @@ function run(port: NonNullable<typeof parentPort>): void {
       queue = queue.then(() => processVolumeJob({ keys: keys!, buf, reserve, garbage, post }, msg)).then(afterJob);
       return;
     }
+    if (msg.type === 'bundle') {
+      queue = queue.then(() => processBundle(msg)).then(afterJob);
+      return;
+    }
     queue = queue.then(() => processFile(msg)).then(afterJob);
   };
-  port.on('message', (batch: ({ type: 'init'; init: WorkerInit } | FileJob | VolumeJob)[]) => batch.forEach(handle));
+  port.on('message', (batch: ({ type: 'init'; init: WorkerInit } | FileJob | BundleJob | VolumeJob)[]) => batch.forEach(handle));
   // A worker starts early (prewarm.ts) and waits while the main thread connects to the box:
   // the native codecs load in that time rather than in front of the first chunk.
   preloadCodec();

@@ -20,19 +20,24 @@ export interface CachedFile {
   ctimeNs: string;
   ino: string;
   chunks: Buffer;
+  /**
+   * Bytes of the first chunk that come before the file's own (a small file bundled with others
+   * into shared chunks; manifest version 2's `o`); 0 for a file with chunks of its own.
+   */
+  skip: number;
 }
 
-/** version of the cache's tables (PRAGMA user_version): 1 added files.gen */
-const CACHE_VERSION = 1;
+/** version of the cache's tables (PRAGMA user_version): 1 added files.gen, 2 added skip (files and staged) */
+const CACHE_VERSION = 2;
 /** writes queued before they go to the database in one transaction */
 const FLUSH_ROWS = 2000;
 
 export class FilesCache {
   private readonly db: Database.Database;
   private readonly getStmt: Database.Statement<[string, Buffer], CachedFile>;
-  private readonly stageStmt: Database.Statement<[string, Buffer, number, string, string, string, Buffer]>;
+  private readonly stageStmt: Database.Statement<[string, Buffer, number, string, string, string, Buffer, number]>;
   private readonly keepStmt: Database.Statement<[number, string, Buffer]>;
-  private pendingStage: [string, Buffer, number, string, string, string, Buffer][] = [];
+  private pendingStage: [string, Buffer, number, string, string, string, Buffer, number][] = [];
   private pendingKeep: [number, string, Buffer][] = [];
   /** this run's generation (see keep) */
   private run = 0;
@@ -46,18 +51,20 @@ export class FilesCache {
     this.db.pragma('busy_timeout = 10000');
     this.migrate();
     this.db.exec(`CREATE TEMP TABLE IF NOT EXISTS run_staged (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
-      ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID`);
+      ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, skip INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, path)) WITHOUT ROWID`);
     // At most 4 MB of it in memory (about 25,000 rows); a larger run's rows spill to a temp file.
     this.db.pragma('temp.cache_size = -4000');
-    this.getStmt = this.db.prepare('SELECT size, mtime AS mtimeNs, ctime AS ctimeNs, ino, chunks FROM files WHERE source = ? AND path = ?');
-    this.stageStmt = this.db.prepare('INSERT OR REPLACE INTO temp.run_staged (source, path, size, mtime, ctime, ino, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.getStmt = this.db.prepare('SELECT size, mtime AS mtimeNs, ctime AS ctimeNs, ino, chunks, skip FROM files WHERE source = ? AND path = ?');
+    this.stageStmt = this.db.prepare('INSERT OR REPLACE INTO temp.run_staged (source, path, size, mtime, ctime, ino, chunks, skip) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.keepStmt = this.db.prepare('UPDATE files SET gen = ? WHERE source = ? AND path = ?');
   }
 
   /**
-   * Version 0 (until this change) had no files.gen: the column is added, and every row starts in
-   * generation 0. A cache written by a newer agent is dropped and built again (it is only a
-   * cache: the next backup reads every file).
+   * Version 0 had no files.gen: the column is added, and every row starts in generation 0.
+   * Versions 0 and 1 had no skip column (in files and staged): it is added, and every row has
+   * skip 0, which is what their chunk lists mean (each file had chunks of its own). A cache
+   * written by a newer agent is dropped and built again (it is only a cache: the next backup
+   * reads every file).
    */
   private migrate(): void {
     const version = this.db.pragma('user_version', { simple: true }) as number;
@@ -65,12 +72,16 @@ export class FilesCache {
       if (version > CACHE_VERSION) this.db.exec('DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS staged;');
       this.db.exec(`
         CREATE TABLE IF NOT EXISTS files (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
-          ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, gen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, path)) WITHOUT ROWID;
+          ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, gen INTEGER NOT NULL DEFAULT 0, skip INTEGER NOT NULL DEFAULT 0,
+          PRIMARY KEY (source, path)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS staged (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
-          ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;
+          ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, skip INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, path)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS targets (source TEXT PRIMARY KEY, target TEXT NOT NULL);`);
-      const cols = this.db.prepare('SELECT name FROM pragma_table_info(\'files\')').pluck().all() as string[];
+      const columns = (table: string): string[] => this.db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[];
+      const cols = columns('files');
       if (!cols.includes('gen')) this.db.exec('ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0');
+      if (!cols.includes('skip')) this.db.exec('ALTER TABLE files ADD COLUMN skip INTEGER NOT NULL DEFAULT 0');
+      if (!columns('staged').includes('skip')) this.db.exec('ALTER TABLE staged ADD COLUMN skip INTEGER NOT NULL DEFAULT 0');
       if (version !== CACHE_VERSION) this.db.pragma(`user_version = ${CACHE_VERSION}`);
     })();
   }
@@ -111,7 +122,7 @@ export class FilesCache {
 
   /** A new or changed file: its row replaces the cached one once the snapshot is committed. */
   stage(source: string, path: Buffer, f: CachedFile): void {
-    this.pendingStage.push([source, path, f.size, f.mtimeNs, f.ctimeNs, f.ino, f.chunks]);
+    this.pendingStage.push([source, path, f.size, f.mtimeNs, f.ctimeNs, f.ino, f.chunks, f.skip]);
     if (this.pendingStage.length + this.pendingKeep.length >= FLUSH_ROWS) this.flush();
   }
 
@@ -145,7 +156,7 @@ export class FilesCache {
     this.flush();
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM files WHERE source = ? AND gen <> ?').run(source, this.run);
-      this.db.prepare('INSERT OR REPLACE INTO files (source, path, size, mtime, ctime, ino, chunks, gen) SELECT source, path, size, mtime, ctime, ino, chunks, ? FROM temp.run_staged WHERE source = ?').run(this.run, source);
+      this.db.prepare('INSERT OR REPLACE INTO files (source, path, size, mtime, ctime, ino, chunks, skip, gen) SELECT source, path, size, mtime, ctime, ino, chunks, skip, ? FROM temp.run_staged WHERE source = ?').run(this.run, source);
       this.db.prepare('DELETE FROM temp.run_staged WHERE source = ?').run(source);
     })();
   }

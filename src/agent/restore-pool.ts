@@ -12,6 +12,10 @@ export interface FileJob {
   abs: Buffer;
   /** the manifest entry's chunk refs (36 bytes each) */
   refs: Buffer;
+  /** bytes of the first chunk before the file's own (bundled small files, manifest version 2) */
+  skip: number;
+  /** the file's length (its chunks may hold more: see skip) */
+  size: number;
   /** an entry may already exist at abs (its parent was not created by this restore) */
   clear: boolean;
   verifyOnly: boolean;

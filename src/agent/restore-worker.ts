@@ -36,7 +36,7 @@ export type RestoreWorkerRequest =
    * may already exist at this path (its parent was not created by this restore). atime and
    * mtime in seconds, already adjusted for libuv (see nsToSeconds).
    */
-  | { type: 'file'; file: number; abs: string; refs: string; clear: boolean; verifyOnly: boolean; mode: number; uid: number; gid: number; atime: number; mtime: number };
+  | { type: 'file'; file: number; abs: string; refs: string; skip: number; size: number; clear: boolean; verifyOnly: boolean; mode: number; uid: number; gid: number; atime: number; mtime: number };
 
 export type RestoreWorkerReply =
   /** plaintext bytes checked (and written) since the last reply */
@@ -62,7 +62,7 @@ interface FileState {
   refs: Buffer;
   /** index of the next ref to ask for */
   next: number;
-  /** byte offset of that ref in the file */
+  /** byte offset of that ref's first byte in the file (negative for a first chunk that begins before the file: see skip) */
   offset: number;
   /** refs asked for and not yet written or dropped */
   pending: number;
@@ -73,11 +73,21 @@ interface FileState {
   failed: boolean;
 }
 
-interface Item {
+/** One file's use of a chunk: its bytes go to the file at `offset` (cut to the file's range). */
+interface Target {
   f: FileState;
-  id: Buffer;
   offset: number;
+}
+
+/**
+ * One chunk to fetch. Bundled small files (manifest version 2) share chunks: every file that
+ * needs a chunk already asked for and not yet delivered becomes another target of it, so a
+ * chunk holding 200 small files is fetched and opened once, not 200 times.
+ */
+interface Item {
+  id: Buffer;
   size: number;
+  targets: Target[];
 }
 
 function run(port: NonNullable<typeof parentPort>): void {
@@ -201,31 +211,49 @@ function run(port: NonNullable<typeof parentPort>): void {
     }
   };
 
-  /** Checks a chunk and writes it at its offset; a bad one fails its file only. */
+  /** chunks asked for and not yet delivered or dropped, by id (latin1): later files join them */
+  const asked = new Map<string, Item>();
+
+  /** Checks a chunk and writes each target's part of it at its offset; a bad one fails its files only. */
   const deliver = (it: Item, blob: Buffer): void => {
-    const f = it.f;
-    f.pending--;
-    if (f.failed) return;
+    asked.delete(it.id.toString('latin1'));
+    for (const t of it.targets) t.f.pending--;
+    const live = it.targets.filter((t) => !t.f.failed);
+    if (live.length === 0) return;
+    let plain: Buffer;
     try {
-      const plain = openChunk(keys!, it.id, blob, scratch, true);
+      plain = openChunk(keys!, it.id, blob, scratch, true);
       if (plain.length !== it.size) throw new CairnError('CAIRN_RESTORE_FAILED', 'chunk size does not match the manifest');
-      if (f.fd !== undefined) {
-        let done = 0;
-        while (done < plain.length) done += fs.writeSync(f.fd, plain, done, plain.length - done, it.offset + done);
-      }
       if (blob[4] === 1 && blob[5] & FLAG_LZ4) garbage.note(plain.length); // openChunk checked the header (which stays in the clear)
-      written += it.size;
-      scheduleFlush();
     } catch (err) {
-      fail(f, err);
+      for (const t of live) fail(t.f, err);
       return;
     }
-    maybeFinish(f);
+    for (const { f, offset } of live) {
+      try {
+        // The file's bytes of this chunk: from its start (or skip bytes in), to its end or the file's.
+        const from = Math.max(0, -offset);
+        const to = Math.min(plain.length, f.job.size - offset);
+        if (f.fd !== undefined) {
+          let done = from;
+          while (done < to) done += fs.writeSync(f.fd, plain, done, to - done, offset + done);
+        }
+        written += to - from;
+      } catch (err) {
+        fail(f, err);
+        continue;
+      }
+      maybeFinish(f);
+    }
+    scheduleFlush();
   };
 
   const dropped = (it: Item, err: unknown): void => {
-    it.f.pending--;
-    fail(it.f, err);
+    asked.delete(it.id.toString('latin1'));
+    for (const t of it.targets) {
+      t.f.pending--;
+      fail(t.f, err);
+    }
   };
 
   /** Next refs to ask for: the cut-short ones first, then the queue's, up to one answer's worth. */
@@ -242,11 +270,19 @@ function run(port: NonNullable<typeof parentPort>): void {
         while (f.next * CHUNK_REF_BYTES < refs.length && items.length < MAX_FETCH_IDS && bytes < FETCH_ANSWER_BYTES) {
           const off = f.next * CHUNK_REF_BYTES;
           const size = refs.readUInt32LE(off + CHUNK_ID_BYTES);
-          items.push({ f, id: refs.subarray(off, off + CHUNK_ID_BYTES), offset: f.offset, size });
+          const id = refs.subarray(off, off + CHUNK_ID_BYTES);
+          const key = id.toString('latin1');
+          const same = asked.get(key);
+          if (same && same.size === size) same.targets.push({ f, offset: f.offset });
+          else {
+            const it: Item = { id, size, targets: [{ f, offset: f.offset }] };
+            if (!same) asked.set(key, it);
+            items.push(it);
+            bytes += size;
+          }
           f.pending++;
           f.next++;
           f.offset += size;
-          bytes += size;
         }
       }
       if (f.next * CHUNK_REF_BYTES >= f.refs.length) {
@@ -332,7 +368,7 @@ function run(port: NonNullable<typeof parentPort>): void {
         spec = m.box;
         snapshot = m.snapshot;
       } else {
-        const f: FileState = { job: m, abs: Buffer.from(m.abs, 'latin1'), refs: Buffer.from(m.refs, 'latin1'), next: 0, offset: 0, pending: 0, modeSet: false, opened: false, failed: false };
+        const f: FileState = { job: m, abs: Buffer.from(m.abs, 'latin1'), refs: Buffer.from(m.refs, 'latin1'), next: 0, offset: -m.skip, pending: 0, modeSet: false, opened: false, failed: false };
         if (f.refs.length % CHUNK_REF_BYTES !== 0) fail(f, new CairnError('CAIRN_RESTORE_FAILED', 'the manifest entry\'s chunk list is cut short'));
         else queue.push(f);
       }

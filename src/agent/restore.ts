@@ -4,6 +4,7 @@ import { CairnError, errnoCode, errorMessage } from '../core/errors';
 import { openChunk } from '../core/chunk-codec';
 import { ManifestEntry, ManifestHeader, readManifest } from '../core/manifest';
 import { DataKeys } from '../core/keys';
+import { CHUNK_ID_BYTES } from '../core/chunk-id';
 import { MAX_FETCH_IDS, SnapshotInfo } from '../core/api';
 import { BoxClient } from './box-client';
 import { Semaphore } from '../core/semaphore';
@@ -316,10 +317,15 @@ export async function restoreSnapshot(client: BoxClient, keys: DataKeys, snap: S
       }
       const slash = e.path.lastIndexOf(0x2f);
       const times = nsToSeconds(e.mtimeNs);
+      const refs = e.chunks ?? EMPTY;
+      // A small file goes to the worker of its directory, or when its bytes share a chunk with
+      // others (bundled: manifest version 2) to the worker of that chunk, which then fetches
+      // and opens it once for all of them (see FileSpread).
+      const shared = refs.length > 0 && (e.skip !== undefined || refs.readUInt32LE(CHUNK_ID_BYTES) !== e.size);
       await pool.restore(
-        { abs: verifyOnly ? EMPTY : tree.abs(e.path), refs: e.chunks ?? EMPTY, clear, verifyOnly, mode: e.mode, uid: e.uid, gid: e.gid, atime: times, mtime: times },
+        { abs: verifyOnly ? EMPTY : tree.abs(e.path), refs, skip: e.skip ?? 0, size: e.size, clear, verifyOnly, mode: e.mode, uid: e.uid, gid: e.gid, atime: times, mtime: times },
         e.size,
-        e.size < SMALL_FILE ? e.path.subarray(0, Math.max(slash, 0)) : undefined,
+        e.size >= SMALL_FILE ? undefined : shared ? refs.subarray(0, CHUNK_ID_BYTES) : e.path.subarray(0, Math.max(slash, 0)),
       );
       r.files++;
       created(true);

@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { ChunkKind } from '../core/chunk-codec';
 import { DataKeys, dataKeysToJson } from '../core/keys';
-import type { FileJob, WorkerInit, WorkerMessage } from './chunk-worker';
+import type { BundleJob, BundlePart, FileJob, WorkerInit, WorkerMessage } from './chunk-worker';
 import type { VolumeDone, VolumeJob } from './volume/volume-job';
 import { ThreadOutbox } from './thread-outbox';
 import { createRing, RingReader } from './blob-ring';
@@ -38,11 +38,15 @@ interface Pending {
   resolve: (r: FileResult) => void;
   /** volume jobs: their result (resolve is then only used to report a failed worker) */
   onVolume?: (m: VolumeDone) => void;
+  /** bundles: each file's place in the stream */
+  onPart?: (m: BundlePart) => void;
   worker: number;
 }
 
 /** a job's fixed cost in queued bytes (open, stat, close, messages): a tree of empty files still spreads */
 const JOB_COST_BYTES = 64 * 1024;
+/** what each further file of a bundle adds (open, stat, close: no message of its own) */
+const BUNDLE_FILE_COST_BYTES = 16 * 1024;
 
 /**
  * A pool of chunk workers (one per core by default). Each job goes to the worker with the
@@ -61,7 +65,7 @@ export class WorkerPool {
   private nextJob = 1;
   private failed: Error | undefined;
   /** jobs leave in one message per worker and event-loop turn */
-  private readonly outbox: ThreadOutbox<FileJob | VolumeJob>;
+  private readonly outbox: ThreadOutbox<FileJob | BundleJob | VolumeJob>;
 
   constructor(keys: DataKeys, opts: { threads?: number; inflightLimitBytes?: number } = {}) {
     const threads = opts.threads ?? defaultChunkThreads();
@@ -112,6 +116,10 @@ export class WorkerPool {
       return;
     }
     if (!p) return;
+    if (m.type === 'part') {
+      p.onPart?.(m);
+      return;
+    }
     if (m.type === 'volume-done') {
       this.pending.delete(m.jobId);
       this.busy[p.worker] -= p.weight;
@@ -145,6 +153,21 @@ export class WorkerPool {
     return new Promise<FileResult>((resolve) => {
       this.pending.set(jobId, { weight, onChunk, resolve, worker: w });
       this.outbox.post(w, { type: 'file', jobId, path: filePath, kind });
+    });
+  }
+
+  /**
+   * Chunks small files as one stream (see BundleJob in chunk-worker): `onPart` hears where each
+   * file's bytes lie in it, `onChunk` gets the stream's chunks in order. Resolves after the last
+   * chunk; `error` is set only when the stream itself failed (a file's failure is its part's).
+   */
+  chunkBundle(paths: Buffer[], onChunk: (c: ChunkOut) => void, onPart: (m: BundlePart) => void, sizeHint = 0): Promise<FileResult> {
+    if (this.failed) return Promise.reject(this.failed);
+    const { worker: w, weight } = this.pick(sizeHint + (paths.length - 1) * BUNDLE_FILE_COST_BYTES);
+    const jobId = this.nextJob++;
+    return new Promise<FileResult>((resolve) => {
+      this.pending.set(jobId, { weight, onChunk, resolve, onPart, worker: w });
+      this.outbox.post(w, { type: 'bundle', jobId, paths });
     });
   }
 

@@ -2,18 +2,46 @@ import { CairnError } from './errors';
 import { CHUNK_ID_BYTES } from './chunk-id';
 
 /**
- * Manifest format, version 1 (FROZEN; a change needs a new version and readers keep v1).
- * A manifest is one byte stream, itself chunked and encrypted like file data:
+ * Manifest format, versions 1 and 2 (both FROZEN; a change needs a new version, and readers
+ * keep every older one). A manifest is one byte stream, itself chunked and encrypted like file
+ * data:
  *
- *   "CAIRNMF" 0x01
+ *   "CAIRNMF" v   (one byte: the version, 0x01 or 0x02)
  *   record*   where record = u32 LE json length | UTF-8 JSON | u32 LE chunk count | count x (32-byte id | u32 LE size)
  *
- * The first record is the header ({v, kind, ...}); every later record is one entry in
- * depth-first order, parents before children. Paths are relative, '/'-separated, and kept as
- * raw bytes: `p` when they are valid UTF-8, else `pb` (base64), so no file name is mangled.
+ * The first record is the header ({v, kind, ...}), whose `v` is the magic's version byte; every
+ * later record is one entry in depth-first order, parents before children. Paths are relative,
+ * '/'-separated, and kept as raw bytes: `p` when they are valid UTF-8, else `pb` (base64), so no
+ * file name is mangled.
+ *
+ * Version 1: a file (or hard link) entry's refs hold exactly its bytes: their sizes add up to
+ * its size `s`.
+ *
+ * Version 2 (file manifests written since small files are bundled) is version 1 plus the
+ * entry field `o`. Small files are concatenated into one byte stream that is chunked as a whole
+ * (see backup.ts), so a chunk can hold the end of one file, several whole files and the start
+ * of another. A file entry's content is then concat(its refs' plaintexts)[o, o + s): `o` (absent
+ * = 0) is the number of bytes of the first ref that come before the file's own. The refs are
+ * exactly those that hold some of the file's bytes: o < the first ref's size, the refs hold at
+ * least o + s bytes, and the last ref holds at least one of the file's bytes; a file of 0 bytes
+ * has no refs and no `o`. Only file and hard link entries may carry `o`.
+ *
+ * Version 1 manifests (older snapshots) are still read, under version 1's rules; `o` is invalid
+ * in them. Volume manifests (below) are version 1 only.
  */
-export const MANIFEST_MAGIC = Buffer.from('CAIRNMF\x01', 'latin1');
-export const MANIFEST_VERSION = 1;
+/** First 7 bytes of every manifest; the 8th is the version. */
+const MAGIC_PREFIX = Buffer.from('CAIRNMF', 'latin1');
+/** Version 1: file manifests before bundling, and every volume manifest. */
+export const MANIFEST_V1 = 1;
+/** The version file manifests are written with (version 1 plus the entry field `o`). */
+export const MANIFEST_VERSION = 2;
+/** The 8-byte magic of a manifest of version v. */
+export function manifestMagic(v: number): Buffer {
+  return Buffer.concat([MAGIC_PREFIX, Buffer.from([v])]);
+}
+/** The magic of a file manifest as written now (version MANIFEST_VERSION). */
+export const MANIFEST_MAGIC = manifestMagic(MANIFEST_VERSION);
+const MAGIC_BYTES = MAGIC_PREFIX.length + 1;
 const MAX_JSON = 256 * 1024;
 const MAX_CHUNKS_PER_ENTRY = 64 * 1024 * 1024;
 export const CHUNK_REF_BYTES = CHUNK_ID_BYTES + 4;
@@ -23,6 +51,7 @@ const TYPE_CODE: Record<EntryType, string> = { file: 'f', dir: 'd', symlink: 'l'
 const CODE_TYPE: Record<string, EntryType> = { f: 'file', d: 'dir', l: 'symlink', h: 'hardlink' };
 
 export interface ManifestHeader {
+  /** MANIFEST_VERSION when written; when read, the version read (MANIFEST_V1 or MANIFEST_VERSION) */
   v: number;
   kind: 'files';
   /** absolute paths the snapshot was taken from */
@@ -46,6 +75,8 @@ export interface ManifestEntry {
   linked?: boolean;
   /** file/hardlink: chunk refs, CHUNK_REF_BYTES each (id, u32 LE plaintext size) */
   chunks?: Buffer;
+  /** file/hardlink: bytes of the first chunk that come before this file's bytes (bundled small files; version 2) */
+  skip?: number;
 }
 
 function putBytes(o: Record<string, unknown>, key: string, b: Buffer): void {
@@ -72,8 +103,10 @@ function frame(json: unknown, chunks?: Buffer): Buffer {
   return chunks && n > 0 ? Buffer.concat([head, chunks]) : head;
 }
 
+/** Magic + header record; the magic's version byte is h.v (MANIFEST_VERSION for a new manifest). */
 export function encodeHeader(h: ManifestHeader): Buffer {
-  return Buffer.concat([MANIFEST_MAGIC, frame(h)]);
+  if (h.v !== MANIFEST_V1 && h.v !== MANIFEST_VERSION) throw new CairnError('CAIRN_USAGE', `cannot write a file manifest of version ${h.v}`);
+  return Buffer.concat([manifestMagic(h.v), frame(h)]);
 }
 
 export function encodeEntry(e: ManifestEntry): Buffer {
@@ -81,6 +114,7 @@ export function encodeEntry(e: ManifestEntry): Buffer {
   putBytes(o, 'p', e.path);
   if (e.target) putBytes(o, 'l', e.target);
   if (e.linked) o.x = 1;
+  if (e.skip !== undefined && e.skip > 0) o.o = e.skip;
   return frame(o, e.chunks);
 }
 
@@ -219,26 +253,68 @@ export interface ManifestStream {
 
 /** Parses a manifest from its decrypted bytes, in order. Rejects anything malformed with CAIRN_MANIFEST_INVALID. */
 export async function readManifest(source: AsyncIterable<Buffer>): Promise<ManifestStream> {
-  const { r, hj } = await readManifestHead(source);
+  const { r, hj, v } = await readManifestHead(source);
   if (hj.kind === 'volume') throw invalid('this snapshot holds a volume image, not a file tree; restore it with `cairn restore SNAPSHOT --target FILE_OR_DEVICE`');
-  return filesManifest(r, hj);
+  return filesManifest(r, hj, v);
 }
 
-/** Magic, framing version and the header record, shared by every manifest kind. */
-async function readManifestHead(source: AsyncIterable<Buffer>): Promise<{ r: ByteReader; hj: Record<string, unknown>; headerChunks: number }> {
+interface ManifestHead {
+  r: ByteReader;
+  hj: Record<string, unknown>;
+  headerChunks: number;
+  /** the magic's version byte: MANIFEST_V1 or MANIFEST_VERSION (which kind allows which is checked by the caller) */
+  v: number;
+}
+
+/** Magic, version and the header record, shared by every manifest kind. */
+async function readManifestHead(source: AsyncIterable<Buffer>): Promise<ManifestHead> {
   const r = new ByteReader(source[Symbol.asyncIterator]());
-  const magic = await r.read(MANIFEST_MAGIC.length);
-  if (!magic || !magic.subarray(0, 7).equals(MANIFEST_MAGIC.subarray(0, 7))) throw invalid('wrong magic');
-  if (magic[7] !== MANIFEST_VERSION) throw invalid(`unknown manifest version ${magic[7]}`);
+  const magic = await r.read(MAGIC_BYTES);
+  if (!magic || !magic.subarray(0, MAGIC_PREFIX.length).equals(MAGIC_PREFIX)) throw invalid('wrong magic');
+  const v = magic[MAGIC_PREFIX.length];
+  if (v !== MANIFEST_V1 && v !== MANIFEST_VERSION) throw invalid(`unknown manifest version ${v}`);
   const first = await readRecord(r);
   if (!first) throw invalid('no header');
-  return { r, hj: first.json, headerChunks: first.chunks.length };
+  return { r, hj: first.json, headerChunks: first.chunks.length, v };
 }
 
-function filesManifest(r: ByteReader, hj: Record<string, unknown>): ManifestStream {
-  if (hj.v !== MANIFEST_VERSION || hj.kind !== 'files' || !Array.isArray(hj.roots)) throw invalid('bad header');
+/** A path for an error message. */
+function shown(path: Buffer): string {
+  return path.toString('utf8').slice(0, 200);
+}
+
+/**
+ * Checks a file or hard link entry's refs against its size (and, in version 2, its skip `o`),
+ * and sets e.skip when o > 0. See the format comment at the top.
+ */
+function checkExtent(e: ManifestEntry, chunks: Buffer, o: unknown, v: number): void {
+  let total = 0;
+  for (let off = CHUNK_ID_BYTES; off < chunks.length; off += CHUNK_REF_BYTES) total += chunks.readUInt32LE(off);
+  if (v === MANIFEST_V1) {
+    if (o !== undefined) throw invalid(`${shown(e.path)} has a skip (field o) in a version 1 manifest`);
+    if (total !== e.size) throw invalid(`chunk sizes of ${shown(e.path)} do not add up to its size`);
+    return;
+  }
+  const skip = o === undefined ? 0 : o;
+  if (typeof skip !== 'number' || !Number.isSafeInteger(skip) || skip < 0) throw invalid(`skip (field o) of ${shown(e.path)} is not a non-negative integer`);
+  if (chunks.length === 0) {
+    if (e.size !== 0 || skip !== 0) throw invalid(`${shown(e.path)} has no chunks but a size or a skip`);
+    return;
+  }
+  const first = chunks.readUInt32LE(CHUNK_ID_BYTES);
+  const last = chunks.readUInt32LE(chunks.length - CHUNK_REF_BYTES + CHUNK_ID_BYTES);
+  if (e.size === 0) throw invalid(`${shown(e.path)} has 0 bytes but chunks`);
+  if (skip >= first) throw invalid(`skip of ${shown(e.path)} is not inside its first chunk`);
+  if (total - skip < e.size) throw invalid(`chunk sizes of ${shown(e.path)} do not add up to its size`);
+  if (total - skip - e.size >= last) throw invalid(`last chunk of ${shown(e.path)} holds none of its bytes`);
+  if (skip > 0) e.skip = skip;
+}
+
+function filesManifest(r: ByteReader, hj: Record<string, unknown>, v: number): ManifestStream {
+  if (hj.kind !== 'files' || !Array.isArray(hj.roots)) throw invalid('bad header');
+  if (hj.v !== v) throw invalid(`header version ${JSON.stringify(hj.v)} does not match the magic's version ${v}`);
   const header: ManifestHeader = {
-    v: MANIFEST_VERSION,
+    v,
     kind: 'files',
     roots: hj.roots.filter((x): x is string => typeof x === 'string'),
     host: typeof hj.host === 'string' ? hj.host : '',
@@ -252,7 +328,7 @@ function filesManifest(r: ByteReader, hj: Record<string, unknown>): ManifestStre
       const type = typeof o.t === 'string' ? CODE_TYPE[o.t] : undefined;
       if (!type) throw invalid(`unknown entry type ${JSON.stringify(o.t)}`);
       const path = getBytes(o, 'p');
-      if (!path || !isSafeRelativePath(path)) throw invalid(`unsafe or missing path ${JSON.stringify(path?.toString('utf8').slice(0, 200))}`);
+      if (!path || !isSafeRelativePath(path)) throw invalid(`unsafe or missing path ${JSON.stringify(path ? shown(path) : undefined)}`);
       if (typeof o.mt !== 'string' || !/^-?\d{1,30}$/.test(o.mt)) throw invalid('bad mtime');
       const e: ManifestEntry = {
         path, type, mode: num(o, 'm') & 0o7777, uid: num(o, 'u'), gid: num(o, 'g'), mtimeNs: BigInt(o.mt), size: num(o, 's'),
@@ -266,11 +342,11 @@ function filesManifest(r: ByteReader, hj: Record<string, unknown>): ManifestStre
       }
       if (type === 'file' || type === 'hardlink') {
         e.chunks = rec.chunks;
-        let total = 0;
-        for (let off = CHUNK_ID_BYTES; off < rec.chunks.length; off += CHUNK_REF_BYTES) total += rec.chunks.readUInt32LE(off);
-        if (total !== e.size) throw invalid(`chunk sizes of ${path.toString('utf8').slice(0, 200)} do not add up to its size`);
+        checkExtent(e, rec.chunks, o.o, v);
       } else if (rec.chunks.length) {
         throw invalid('chunks on an entry that holds no data');
+      } else if (o.o !== undefined) {
+        throw invalid(`skip (field o) on ${shown(path)}, an entry that holds no data`);
       }
       yield e;
     }
@@ -286,8 +362,9 @@ export function* chunkRefs(chunks: Buffer): Generator<{ id: Buffer; size: number
 }
 
 /*
- * Volume manifests (kind 'volume'; FROZEN like kind 'files'). Same magic, framing version and
- * record framing as above; only the records differ:
+ * Volume manifests (kind 'volume'; FROZEN like kind 'files'). Same magic and record framing as
+ * above, always version 1 (magic byte 1, header v 1: version 2 changed only file entries, and a
+ * volume manifest of version 2 is invalid); only the records differ:
  *
  *   header  {v:1, kind:'volume', size, block_size, blocks, blocks_data, blocks_zero, blocks_changed,
  *            device, host, created[, parent]}, its JSON padded with spaces to
@@ -350,14 +427,15 @@ export function volumeBlockLength(size: number, blockSize: number, index: number
   return Math.min(blockSize, size - index * blockSize);
 }
 
-/** Magic + the header record, padded to a fixed length (see above). */
+/** Magic (version 1) + the header record (h.v must be MANIFEST_V1), padded to a fixed length (see above). */
 export function encodeVolumeHeader(h: VolumeManifestHeader): Buffer {
+  if (h.v !== MANIFEST_V1) throw new CairnError('CAIRN_USAGE', `cannot write a volume manifest of version ${h.v}`);
   const j = Buffer.from(JSON.stringify(h), 'utf8');
   if (j.length > VOLUME_HEADER_JSON_BYTES) throw new CairnError('CAIRN_USAGE', 'volume manifest header too long (device path?)');
-  const out = Buffer.alloc(MANIFEST_MAGIC.length + 4 + VOLUME_HEADER_JSON_BYTES + 4, 0x20);
-  MANIFEST_MAGIC.copy(out, 0);
-  out.writeUInt32LE(VOLUME_HEADER_JSON_BYTES, MANIFEST_MAGIC.length);
-  j.copy(out, MANIFEST_MAGIC.length + 4);
+  const out = Buffer.alloc(MAGIC_BYTES + 4 + VOLUME_HEADER_JSON_BYTES + 4, 0x20);
+  manifestMagic(MANIFEST_V1).copy(out, 0);
+  out.writeUInt32LE(VOLUME_HEADER_JSON_BYTES, MAGIC_BYTES);
+  j.copy(out, MAGIC_BYTES + 4);
   out.writeUInt32LE(0, out.length - 4);
   return out;
 }
@@ -371,15 +449,17 @@ export function encodeVolumeDataRun(refs: Buffer): Buffer {
   return frame({ d: refs.length / CHUNK_REF_BYTES }, refs);
 }
 
-function volumeHeader(hj: Record<string, unknown>, headerChunks: number): VolumeManifestHeader {
-  if (hj.v !== MANIFEST_VERSION || hj.kind !== 'volume' || headerChunks !== 0) throw invalid('bad volume header');
+/** v: the magic's version byte; a volume manifest is version 1 only. */
+function volumeHeader(hj: Record<string, unknown>, headerChunks: number, v: number): VolumeManifestHeader {
+  if (v !== MANIFEST_V1) throw invalid(`volume manifest of version ${v}`);
+  if (hj.v !== MANIFEST_V1 || hj.kind !== 'volume' || headerChunks !== 0) throw invalid('bad volume header');
   const size = num(hj, 'size');
   const blockSize = num(hj, 'block_size');
   if (!isValidVolumeBlockSize(blockSize)) throw invalid(`block size ${blockSize} out of range`);
   const blocks = num(hj, 'blocks');
   if (blocks !== volumeBlockCount(size, blockSize) || blocks > MAX_VOLUME_BLOCKS) throw invalid('block count does not match size and block size');
   const h: VolumeManifestHeader = {
-    v: MANIFEST_VERSION,
+    v: MANIFEST_V1,
     kind: 'volume',
     size,
     block_size: blockSize,
@@ -431,17 +511,17 @@ function volumeRuns(r: ByteReader, h: VolumeManifestHeader): AsyncGenerator<Volu
 
 /** Parses a volume manifest. Rejects anything malformed (or a file manifest) with CAIRN_MANIFEST_INVALID. */
 export async function readVolumeManifest(source: AsyncIterable<Buffer>): Promise<VolumeManifestStream> {
-  const { r, hj, headerChunks } = await readManifestHead(source);
-  const header = volumeHeader(hj, headerChunks);
+  const { r, hj, headerChunks, v } = await readManifestHead(source);
+  const header = volumeHeader(hj, headerChunks, v);
   return { header, runs: volumeRuns(r, header) };
 }
 
 /** Parses a manifest of either kind; callers dispatch on `kind`. */
 export async function readAnyManifest(source: AsyncIterable<Buffer>): Promise<AnyManifestStream> {
-  const { r, hj, headerChunks } = await readManifestHead(source);
+  const { r, hj, headerChunks, v } = await readManifestHead(source);
   if (hj.kind === 'volume') {
-    const header = volumeHeader(hj, headerChunks);
+    const header = volumeHeader(hj, headerChunks, v);
     return { kind: 'volume', header, runs: volumeRuns(r, header) };
   }
-  return { kind: 'files', ...filesManifest(r, hj) };
+  return { kind: 'files', ...filesManifest(r, hj, v) };
 }

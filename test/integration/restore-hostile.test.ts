@@ -153,6 +153,9 @@ describe('integration: restore from a misbehaving box', function () {
     return out.sort();
   };
 
+  /** distinct chunks of file data (the small files share a few: they were read as one bundle) */
+  const dataChunks = (): number => snap.chunks - snap.manifest.length;
+
   /** Restores through the proxy in `mode`; checks that what exists is right and what failed is absent. */
   const restoreIn = async (mode: Mode): Promise<{ r: RestoreResult; target: string }> => {
     mitm.mode = mode;
@@ -207,19 +210,20 @@ describe('integration: restore from a misbehaving box', function () {
   it('falls back to one GET per chunk on a box without the batched endpoint', async () => {
     const { r } = await restoreIn('old');
     expect(r.failed, JSON.stringify(r.failures)).to.equal(0);
-    expect(mitm.gets).to.be.at.least(files().length - 1); // every non-empty file has a chunk
+    expect(dataChunks()).to.be.at.least(3);
+    expect(mitm.gets).to.be.at.least(dataChunks()); // every chunk of file data, alone
   });
 
   it('asks again for what an answer cut short left out', async () => {
     const { r } = await restoreIn('short');
     expect(r.failed, JSON.stringify(r.failures)).to.equal(0);
-    expect(mitm.fetches).to.be.greaterThan(files().length - 1);
+    expect(mitm.fetches).to.be.at.least(dataChunks());
   });
 
   it('fetches alone every chunk the box answered empty', async () => {
     const { r } = await restoreIn('empty');
     expect(r.failed, JSON.stringify(r.failures)).to.equal(0);
-    expect(mitm.gets).to.be.at.least(files().length - 1);
+    expect(mitm.gets).to.be.at.least(dataChunks());
   });
 
   it('fails the files of an answer out of order and restores the rest', async () => {

@@ -16,7 +16,7 @@ describe('files cache', () => {
     open.push(c);
     return c;
   };
-  const row = (size: number): CachedFile => ({ size, mtimeNs: String(1e18 + size), ctimeNs: String(2e18 + size), ino: String(size * 7), chunks: randomBytes(36) });
+  const row = (size: number, skip = 0): CachedFile => ({ size, mtimeNs: String(1e18 + size), ctimeNs: String(2e18 + size), ino: String(size * 7), chunks: randomBytes(36), skip });
   const p = (s: string): Buffer => Buffer.from(s);
 
   beforeEach(() => {
@@ -127,7 +127,7 @@ describe('files cache', () => {
     old.close();
 
     const c = cacheAt();
-    expect(c.lookup('s', p('a'))).to.deep.equal({ size: 5, mtimeNs: '11', ctimeNs: '12', ino: '13', chunks });
+    expect(c.lookup('s', p('a'))).to.deep.equal({ size: 5, mtimeNs: '11', ctimeNs: '12', ino: '13', chunks, skip: 0 });
     c.beginRun('s');
     c.keep('s', p('a'));
     c.commitRun('s');
@@ -135,13 +135,75 @@ describe('files cache', () => {
     expect(c.lookup('s', p('gone'))).to.equal(undefined);
     c.close();
     const check = new Database(file);
-    expect(check.pragma('user_version', { simple: true })).to.equal(1);
+    expect(check.pragma('user_version', { simple: true })).to.equal(2);
     check.pragma('user_version = 7'); // written by a newer agent
     check.close();
     const rebuilt = cacheAt();
     expect(rebuilt.lookup('s', p('a')), 'a cache this agent cannot read is started over').to.equal(undefined);
     expect(rebuilt.hasAny('s')).to.equal(false);
   });
+  it('keeps a bundled file\'s skip through stage, commit, keep and reopening', () => {
+    const c = cacheAt();
+    const bundled = row(10, 1234);
+    const big = 2 ** 32 + 5; // more than a u32: a skip is never that large, but the column holds it
+    const wide = row(11, big);
+    const own = row(12);
+    c.beginRun('s');
+    c.stage('s', p('bundled'), bundled);
+    c.stage('s', p('wide'), wide);
+    c.stage('s', p('own'), own);
+    c.commitRun('s');
+    expect(c.lookup('s', p('bundled'))).to.deep.equal(bundled);
+    expect(c.lookup('s', p('bundled'))?.skip).to.be.a('number').and.equal(1234);
+    expect(c.lookup('s', p('wide'))?.skip).to.equal(big);
+    expect(c.lookup('s', p('own'))?.skip).to.equal(0);
+    c.beginRun('s');
+    c.keep('s', p('bundled'));
+    const moved = row(10, 77); // rebundled with other neighbours
+    c.stage('s', p('own'), moved);
+    c.commitRun('s');
+    c.close();
+    const again = cacheAt();
+    expect(again.lookup('s', p('bundled'))).to.deep.equal(bundled);
+    expect(again.lookup('s', p('own'))).to.deep.equal(moved);
+    expect(again.lookup('s', p('wide'))).to.equal(undefined);
+  });
+
+  it('reads a cache of version 1 (no skip column): its rows have skip 0, and new rows keep theirs', () => {
+    const chunks = randomBytes(72);
+    const old = new Database(file);
+    old.exec(`CREATE TABLE files (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
+        ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, gen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (source, path)) WITHOUT ROWID;
+      CREATE TABLE staged (source TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime TEXT NOT NULL,
+        ctime TEXT NOT NULL, ino TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID;
+      CREATE TABLE targets (source TEXT PRIMARY KEY, target TEXT NOT NULL);`);
+    old.prepare('INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run('s', p('a'), 5, '11', '12', '13', chunks, 3);
+    old.prepare('INSERT INTO staged VALUES (?, ?, ?, ?, ?, ?, ?)').run('s', p('ghost'), 3, '1', '2', '3', chunks);
+    old.prepare('INSERT INTO targets VALUES (?, ?)').run('s', 'box');
+    old.pragma('user_version = 1');
+    old.close();
+
+    const c = cacheAt();
+    expect(c.lookup('s', p('a'))).to.deep.equal({ size: 5, mtimeNs: '11', ctimeNs: '12', ino: '13', chunks, skip: 0 });
+    expect(c.target('s')).to.equal('box');
+    c.beginRun('s'); // next generation after the migrated row's 3
+    c.keep('s', p('a'));
+    const b = row(7, 99);
+    c.stage('s', p('b'), b);
+    c.commitRun('s');
+    expect(c.lookup('s', p('a'))).to.deep.equal({ size: 5, mtimeNs: '11', ctimeNs: '12', ino: '13', chunks, skip: 0 });
+    expect(c.lookup('s', p('b'))).to.deep.equal(b);
+    expect(c.lookup('s', p('ghost'))).to.equal(undefined);
+    c.close();
+    const check = new Database(file);
+    expect(check.pragma('user_version', { simple: true })).to.equal(2);
+    for (const t of ['files', 'staged']) {
+      const cols = check.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(t) as string[];
+      expect(cols, t).to.include('skip');
+    }
+    check.close();
+  });
+
   it('staged rows are the run\'s own: an older agent\'s leftovers and a restarted run\'s rows never take effect', () => {
     const c = cacheAt();
     c.beginRun('s');
@@ -150,7 +212,7 @@ describe('files cache', () => {
     c.close();
     // an older agent staged rows in the file and died before its commit
     const old = new Database(file);
-    old.prepare('INSERT INTO staged VALUES (?, ?, ?, ?, ?, ?, ?)').run('s', p('ghost'), 3, '1', '2', '3', randomBytes(36));
+    old.prepare('INSERT INTO staged (source, path, size, mtime, ctime, ino, chunks) VALUES (?, ?, ?, ?, ?, ?, ?)').run('s', p('ghost'), 3, '1', '2', '3', randomBytes(36));
     old.close();
     const d = cacheAt();
     d.beginRun('s');
@@ -170,11 +232,11 @@ describe('files cache', () => {
     c.beginRun('s');
     const n = 40_000;
     const chunks = (i: number): Buffer => Buffer.alloc(96, i % 251);
-    for (let i = 0; i < n; i++) c.stage('s', p(`dir/file-${i}`), { size: i, mtimeNs: '1', ctimeNs: '2', ino: String(i), chunks: chunks(i) });
+    for (let i = 0; i < n; i++) c.stage('s', p(`dir/file-${i}`), { size: i, mtimeNs: '1', ctimeNs: '2', ino: String(i), chunks: chunks(i), skip: i % 3 });
     c.commitRun('s');
     c.close();
     const again = cacheAt();
-    for (const i of [0, 1, 12_345, 29_999, n - 1]) expect(again.lookup('s', p(`dir/file-${i}`)), `row ${i}`).to.deep.equal({ size: i, mtimeNs: '1', ctimeNs: '2', ino: String(i), chunks: chunks(i) });
+    for (const i of [0, 1, 12_345, 29_999, n - 1]) expect(again.lookup('s', p(`dir/file-${i}`)), `row ${i}`).to.deep.equal({ size: i, mtimeNs: '1', ctimeNs: '2', ino: String(i), chunks: chunks(i), skip: i % 3 });
     expect([...again.chunkLists('s')]).to.have.length(n);
   });
 });
