@@ -57,7 +57,13 @@ export interface BackupResult extends BackupStats {
   warnings: { path: string; message: string }[];
 }
 
-const MAX_QUEUE = 512;
+/**
+ * Manifest entries waiting for their file's chunks, in walk order. With small files bundled 128
+ * at a time, 512 let only four bundles be in flight, and the walk stopped at each one's end
+ * until it was done: 2,048 (a tree of 17,865 small files: 1.10-1.19 s against 1.27-1.31 s; 1 GB
+ * first backup 4.01-4.02 s against 4.14-4.20 s, 2 pairs each).
+ */
+const MAX_QUEUE = 2048;
 
 /**
  * Small files are read as bundles: up to BUNDLE_FILES of them, or BUNDLE_BYTES, one after

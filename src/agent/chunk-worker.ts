@@ -233,9 +233,13 @@ function run(port: NonNullable<typeof parentPort>): void {
       // Not one file's failure (those are parts): the stream could not be cut or sealed.
       if (cur !== undefined) fs.closeSync(cur.fd);
       post({ type: 'done', jobId: job.jobId, bytes: streamEnd, mtimeNs: '0', ctimeNs: '0', error: errorMessage(err), errno: errnoCode(err) });
+      flush();
       return;
     }
     post({ type: 'done', jobId: job.jobId, bytes: streamEnd, mtimeNs: '0', ctimeNs: '0' });
+    // A bundle's end goes out at once: the main thread's manifest waits for its files, and
+    // held until 128 messages gathered, it left only when the next bundle was half done.
+    flush();
   };
 
   const processFile = async (job: FileJob): Promise<void> => {

@@ -45,6 +45,8 @@ interface Pending {
 
 /** a job's fixed cost in queued bytes (open, stat, close, messages): a tree of empty files still spreads */
 const JOB_COST_BYTES = 64 * 1024;
+/** file jobs of this size and more leave at once, not at the end of the turn */
+const POST_NOW_BYTES = 1024 * 1024;
 /** what each further file of a bundle adds (open, stat, close: no message of its own) */
 const BUNDLE_FILE_COST_BYTES = 16 * 1024;
 
@@ -152,7 +154,9 @@ export class WorkerPool {
     const jobId = this.nextJob++;
     return new Promise<FileResult>((resolve) => {
       this.pending.set(jobId, { weight, onChunk, resolve, worker: w });
-      this.outbox.post(w, { type: 'file', jobId, path: filePath, kind });
+      // A large file is worth a message of its own at once (see ThreadOutbox.postNow).
+      if (sizeHint >= POST_NOW_BYTES) this.outbox.postNow(w, { type: 'file', jobId, path: filePath, kind });
+      else this.outbox.post(w, { type: 'file', jobId, path: filePath, kind });
     });
   }
 
@@ -167,7 +171,7 @@ export class WorkerPool {
     const jobId = this.nextJob++;
     return new Promise<FileResult>((resolve) => {
       this.pending.set(jobId, { weight, onChunk, resolve, onPart, worker: w });
-      this.outbox.post(w, { type: 'bundle', jobId, paths });
+      this.outbox.postNow(w, { type: 'bundle', jobId, paths });
     });
   }
 
