@@ -273,8 +273,10 @@ async function runOnce(home: AgentHome, client: BoxClient, keys: DataKeys, cache
           const part = parts[i];
           const e = f.entry;
           if (part) stats.bytes_read += part.bytes;
-          if (r.error || !part || part.error) {
-            warnings.push({ path: f.abs.toString(), message: r.error ? `could not be read: ${r.error}` : (part?.error ?? 'not read') });
+          // A range the chunks do not cover (never, from a sound worker) is a failure too.
+          const uncovered = part !== undefined && part.bytes > 0 && part.start + part.bytes > at;
+          if (r.error || !part || part.error || uncovered) {
+            warnings.push({ path: f.abs.toString(), message: r.error ? `could not be read: ${r.error}` : (part?.error ?? (uncovered ? 'its bytes were not all chunked' : 'not read')) });
             e.chunks = undefined;
           } else {
             e.size = part.bytes;
