@@ -35,8 +35,9 @@ describe('integration: small files bundled into shared chunks', function () {
     const src = h.path('small');
     smallTree(src, 40, 50, 'bundles');
     fs.writeFileSync(path.join(src, 'dir-0', 'empty.txt'), '');
+    fs.linkSync(path.join(src, 'dir-5', 'file-9.txt'), path.join(src, 'dir-6', 'link-to-5-9.txt'));
     const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'small']);
-    expect(b.files).to.equal(2001);
+    expect(b.files).to.equal(2002);
     expect(b.warnings).to.deep.equal([]);
     // about 20 MB of small files: a few dozen chunks (1 MiB on average), not 2,001
     expect(b.chunks_new).to.be.within(2, 200);
@@ -45,6 +46,8 @@ describe('integration: small files bundled into shared chunks', function () {
     expect(r.failed).to.equal(0);
     expect(r.files).to.equal(2001);
     expect(compareTrees(src, out)).to.deep.equal([]);
+    // a hard link to a bundled file is restored as a link
+    expect(fs.statSync(path.join(out, 'dir-6', 'link-to-5-9.txt')).ino).to.equal(fs.statSync(path.join(out, 'dir-5', 'file-9.txt')).ino);
 
     // One subdirectory restored alone: its files' ranges come out of chunks shared with others.
     const part = h.path('restore-part');
