@@ -135,6 +135,40 @@ function run(port: NonNullable<typeof parentPort>): void {
     table?.add(id);
   };
 
+  /**
+   * Cuts a byte stream into chunks and emits them. `read(at, room)` puts up to `room` bytes at
+   * buf[at] and returns how many, 0 at the stream's end. The buffer holds the bytes not yet cut;
+   * it is refilled whenever less than a largest chunk is left.
+   */
+  const cutStream = (jobId: number, kind: ChunkKind, read: (at: number, room: number) => number): void => {
+    const maxChunk = chunker!.params.maxSize;
+    let start = 0;
+    let end = 0;
+    let eof = false;
+    for (;;) {
+      if (!eof && end - start < maxChunk) {
+        if (start > 0) {
+          buf.copyWithin(0, start, end);
+          end -= start;
+          start = 0;
+        }
+        while (end < BUF_SIZE) {
+          const n = read(end, BUF_SIZE - end);
+          if (n === 0) {
+            eof = true;
+            break;
+          }
+          end += n;
+        }
+        continue;
+      }
+      if (start === end) return;
+      const len = chunker!.next(start, end, eof);
+      emit(jobId, kind, buf.subarray(start, start + len));
+      start += len;
+    }
+  };
+
   const openRegular = (path: Uint8Array): number => {
     const fd = fs.openSync(Buffer.from(path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     try {
@@ -153,10 +187,7 @@ function run(port: NonNullable<typeof parentPort>): void {
    * says so, and the main thread leaves it out of the manifest).
    */
   const processBundle = (job: BundleJob): void => {
-    const maxChunk = chunker!.params.maxSize;
-    let start = 0;
-    let end = 0;
-    /** stream offset of buf[end] */
+    /** bytes of the stream read so far */
     let streamEnd = 0;
     let next = 0;
     let cur: { index: number; fd: number; start: number } | undefined;
@@ -186,49 +217,36 @@ function run(port: NonNullable<typeof parentPort>): void {
       }
       post(part);
     };
-    const cut = (): void => {
+    /** The bundle's next bytes: the current file's, or the next file's once it ends; 0 after the last. */
+    const read = (at: number, room: number): number => {
       for (;;) {
-        const eof = next >= job.paths.length && cur === undefined;
-        if (!eof && end - start < maxChunk) {
-          if (start > 0) {
-            buf.copyWithin(0, start, end);
-            end -= start;
-            start = 0;
-          }
-          while (end < BUF_SIZE) {
-            if (cur === undefined) {
-              if (next >= job.paths.length) break;
-              const index = next++;
-              try {
-                cur = { index, fd: openRegular(job.paths[index]), start: streamEnd };
-              } catch (err) {
-                post({ type: 'part', jobId: job.jobId, index, start: streamEnd, bytes: 0, mtimeNs: '0', ctimeNs: '0', error: errorMessage(err), errno: errnoCode(err) });
-              }
-              continue;
-            }
-            let n: number;
-            try {
-              n = fs.readSync(cur.fd, buf, end, BUF_SIZE - end, null);
-            } catch (err) {
-              finish(err);
-              continue;
-            }
-            if (n === 0) finish();
-            else {
-              end += n;
-              streamEnd += n;
-            }
+        if (cur === undefined) {
+          if (next >= job.paths.length) return 0;
+          const index = next++;
+          try {
+            cur = { index, fd: openRegular(job.paths[index]), start: streamEnd };
+          } catch (err) {
+            post({ type: 'part', jobId: job.jobId, index, start: streamEnd, bytes: 0, mtimeNs: '0', ctimeNs: '0', error: errorMessage(err), errno: errnoCode(err) });
           }
           continue;
         }
-        if (start === end) break;
-        const len = chunker!.next(start, end, eof);
-        emit(job.jobId, 'data', buf.subarray(start, start + len));
-        start += len;
+        let n: number;
+        try {
+          n = fs.readSync(cur.fd, buf, at, room, null);
+        } catch (err) {
+          finish(err);
+          continue;
+        }
+        if (n === 0) {
+          finish();
+          continue;
+        }
+        streamEnd += n;
+        return n;
       }
     };
     try {
-      cut();
+      cutStream(job.jobId, 'data', read);
     } catch (err) {
       // Not one file's failure (those are parts): the stream could not be cut or sealed.
       if (cur !== undefined) fs.closeSync(cur.fd);
@@ -246,36 +264,13 @@ function run(port: NonNullable<typeof parentPort>): void {
     let fd: number | undefined;
     let bytes = 0;
     try {
-      fd = fs.openSync(Buffer.from(job.path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
-      const st = fs.fstatSync(fd, { bigint: true });
-      if (!st.isFile()) throw Object.assign(new Error('not a regular file any more'), { code: 'ENOTREG' });
-      const maxChunk = chunker!.params.maxSize;
-      let start = 0;
-      let end = 0;
-      let eof = false;
-      for (;;) {
-        if (!eof && end - start < maxChunk) {
-          if (start > 0) {
-            buf.copyWithin(0, start, end);
-            end -= start;
-            start = 0;
-          }
-          while (end < BUF_SIZE) {
-            const n = fs.readSync(fd, buf, end, BUF_SIZE - end, null);
-            if (n === 0) {
-              eof = true;
-              break;
-            }
-            end += n;
-          }
-          continue;
-        }
-        if (start === end) break;
-        const len = chunker!.next(start, end, eof);
-        emit(job.jobId, job.kind, buf.subarray(start, start + len));
-        start += len;
-        bytes += len;
-      }
+      fd = openRegular(job.path);
+      const from = fd;
+      cutStream(job.jobId, job.kind, (at, room) => {
+        const n = fs.readSync(from, buf, at, room, null);
+        bytes += n;
+        return n;
+      });
       const after = fs.fstatSync(fd, { bigint: true });
       post({ type: 'done', jobId: job.jobId, bytes, mtimeNs: after.mtimeNs.toString(), ctimeNs: after.ctimeNs.toString() });
     } catch (err) {
