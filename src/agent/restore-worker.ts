@@ -230,6 +230,7 @@ function run(port: NonNullable<typeof parentPort>): void {
       return;
     }
     for (const { f, offset } of live) {
+      if (f.failed) continue;
       try {
         // The file's bytes of this chunk: from its start (or skip bytes in), to its end or the file's.
         const from = Math.max(0, -offset);
@@ -241,10 +242,11 @@ function run(port: NonNullable<typeof parentPort>): void {
         written += to - from;
       } catch (err) {
         fail(f, err);
-        continue;
       }
-      maybeFinish(f);
     }
+    // Only once every target is written: a file may use the same chunk twice (repeated
+    // content), and finishing it after the first closed it before the second was written.
+    for (const f of new Set(live.map((t) => t.f))) maybeFinish(f);
     scheduleFlush();
   };
 

@@ -68,6 +68,35 @@ describe('integration: small files bundled into shared chunks', function () {
     expect(compareTrees(src, out2)).to.deep.equal([]);
   });
 
+  it('restores a file that uses the same chunk several times (repeated content), each copy at its offset', async () => {
+    const src = h.path('repeats');
+    fs.mkdirSync(src);
+    // A period that divides the chunker's largest chunk (4 MiB): whether or not the key finds a
+    // cut inside it, the cuts recur with it. Cut short after the last chunk that repeats an
+    // earlier one, the file's last chunk, fetched once for several offsets, is written last.
+    const a = new Prng('repeats').bytes(2 * 1024 * 1024);
+    const file = path.join(src, 'repeated.bin');
+    const full = Buffer.concat([a, a, a, a, a]);
+    fs.writeFileSync(file, full);
+    const seen = new Set<string>();
+    let end = 0;
+    let cut = 0;
+    for (const c of h.chunksOf(file)) {
+      end += c.size;
+      if (seen.has(c.hash)) cut = end;
+      seen.add(c.hash);
+    }
+    expect(cut, 'the file repeats chunks').to.be.greaterThan(0);
+    fs.writeFileSync(file, full.subarray(0, cut));
+    const chunks = h.chunksOf(file);
+    expect(chunks.slice(0, -1).some((c) => c.hash === chunks[chunks.length - 1].hash), 'its last chunk is a repeat').to.equal(true);
+    const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'repeats']);
+    const out = h.path('restore-repeats');
+    const r = await h.cairnJson<{ failed: number }>(['restore', b.snapshot, '--target', out]);
+    expect(r.failed).to.equal(0);
+    expect(compareTrees(src, out)).to.deep.equal([]);
+  });
+
   it('a directory moved whole is mostly found on the box: its files, read again in a new place, cut into the same chunks', async () => {
     const src = h.path('moving');
     smallTree(path.join(src, 'a'), 20, 50, 'moving');
