@@ -76,7 +76,7 @@ const MAX_QUEUE = 2048;
  * as the chunker finds the same cuts in the same stream, and unchanged files are never read
  * again (the files cache keeps their ranges).
  */
-export const BUNDLE_FILE_MAX = 64 * 1024;
+const BUNDLE_FILE_MAX = 64 * 1024;
 const BUNDLE_FILES = 128;
 const BUNDLE_BYTES = 4 * 1024 * 1024;
 

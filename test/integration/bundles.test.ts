@@ -31,6 +31,15 @@ describe('integration: small files bundled into shared chunks', function () {
   });
   after(async () => h.close());
 
+  /** Restores a snapshot to a new directory: nothing fails and the tree equals `src`. Returns the restore's JSON. */
+  const restoresExactly = async (snapshot: string, src: string, name: string): Promise<{ files: number; failed: number }> => {
+    const out = h.path(name);
+    const r = await h.cairnJson<{ files: number; failed: number }>(['restore', snapshot, '--target', out]);
+    expect(r.failed).to.equal(0);
+    expect(compareTrees(src, out)).to.deep.equal([]);
+    return r;
+  };
+
   it('stores 2,000 small files in far fewer chunks, restores them byte for byte, and re-reads only what changed', async () => {
     const src = h.path('small');
     smallTree(src, 40, 50, 'bundles');
@@ -41,11 +50,9 @@ describe('integration: small files bundled into shared chunks', function () {
     expect(b.warnings).to.deep.equal([]);
     // about 20 MB of small files: a few dozen chunks (1 MiB on average), not 2,001
     expect(b.chunks_new).to.be.within(2, 200);
-    const out = h.path('restore-small');
-    const r = await h.cairnJson<{ files: number; failed: number }>(['restore', b.snapshot, '--target', out]);
-    expect(r.failed).to.equal(0);
+    const r = await restoresExactly(b.snapshot, src, 'restore-small');
     expect(r.files).to.equal(2001);
-    expect(compareTrees(src, out)).to.deep.equal([]);
+    const out = h.path('restore-small');
     // a hard link to a bundled file is restored as a link
     expect(fs.statSync(path.join(out, 'dir-6', 'link-to-5-9.txt')).ino).to.equal(fs.statSync(path.join(out, 'dir-5', 'file-9.txt')).ino);
 
@@ -62,10 +69,7 @@ describe('integration: small files bundled into shared chunks', function () {
     const again = await h.cairnJson<BackupJson>(['backup', src, '--source', 'small']);
     expect(again.bytes_read).to.equal(fs.statSync(path.join(src, 'dir-3', 'file-7.txt')).size + 'a new small file'.length);
     expect(again.chunks_new, 'one bundle of the two files read, and the manifest').to.be.at.most(3);
-    const out2 = h.path('restore-small-2');
-    const r2 = await h.cairnJson<{ failed: number }>(['restore', again.snapshot, '--target', out2]);
-    expect(r2.failed).to.equal(0);
-    expect(compareTrees(src, out2)).to.deep.equal([]);
+    await restoresExactly(again.snapshot, src, 'restore-small-2');
   });
 
   it('restores a file that uses the same chunk several times (repeated content), each copy at its offset', async () => {
@@ -91,10 +95,7 @@ describe('integration: small files bundled into shared chunks', function () {
     const chunks = h.chunksOf(file);
     expect(chunks.slice(0, -1).some((c) => c.hash === chunks[chunks.length - 1].hash), 'its last chunk is a repeat').to.equal(true);
     const b = await h.cairnJson<BackupJson>(['backup', src, '--source', 'repeats']);
-    const out = h.path('restore-repeats');
-    const r = await h.cairnJson<{ failed: number }>(['restore', b.snapshot, '--target', out]);
-    expect(r.failed).to.equal(0);
-    expect(compareTrees(src, out)).to.deep.equal([]);
+    await restoresExactly(b.snapshot, src, 'restore-repeats');
   });
 
   it('a directory moved whole is mostly found on the box: its files, read again in a new place, cut into the same chunks', async () => {
@@ -108,9 +109,6 @@ describe('integration: small files bundled into shared chunks', function () {
     // of bundles cut elsewhere this time differ (plus the manifest).
     expect(first.chunks_new).to.be.at.least(6);
     expect(moved.chunks_new, JSON.stringify({ first: first.chunks_new, moved })).to.be.at.most(Math.floor(first.chunks_new / 2) + 1);
-    const out = h.path('restore-moved');
-    const r = await h.cairnJson<{ failed: number }>(['restore', moved.snapshot, '--target', out]);
-    expect(r.failed).to.equal(0);
-    expect(compareTrees(src, out)).to.deep.equal([]);
+    await restoresExactly(moved.snapshot, src, 'restore-moved');
   });
 });
